@@ -1,0 +1,278 @@
+//! Types that cross the kernel/user boundary, and nothing else.
+//! Every struct is `#[repr(C)]`, integers and byte arrays only, sizes asserted:
+//! the kernel writes them, user space reads them as plain bytes.
+#![no_std]
+
+pub const COMM_LEN: usize = 16;
+/// Marks an offset that could not be resolved; programs skip the read.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// `Event::kind` values. Stable numeric ids: never renumber.
+pub mod kind {
+    pub const TCP_STATE: u32 = 1;
+    pub const TCP_ACCEPT: u32 = 2;
+    pub const UDP_BIND: u32 = 3;
+    pub const UDP_CONNECT: u32 = 4;
+    pub const UDP_CLOSE: u32 = 5;
+}
+
+/// `Event::flags` bits.
+pub mod flags {
+    /// Where the owner came from (low 4 bits).
+    pub const OWNER_MASK: u32 = 0xf;
+    /// No owner known (a socket that predates the tracer, seen in softirq).
+    pub const OWNER_NONE: u32 = 0;
+    /// Captured earlier in the owner's own context (connect, listen, accept).
+    pub const OWNER_CAPTURED: u32 = 1;
+    /// The task on the CPU, in a transition that runs in the owner's syscall.
+    pub const OWNER_CURRENT: u32 = 2;
+    /// An accepted socket before accept(): the listener's owner.
+    pub const OWNER_LISTENER: u32 = 3;
+    /// The UDP bind was implicit (first send or connect on an unbound socket).
+    pub const IMPLICIT_BIND: u32 = 1 << 4;
+    /// `duration_ns`, `bytes_acked`, `bytes_received` are filled in.
+    pub const HAS_LIFETIME: u32 = 1 << 5;
+}
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const FIN_WAIT2: u32 = 5;
+    pub const TIME_WAIT: u32 = 6;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
+    pub const CLOSING: u32 = 11;
+    pub const NEW_SYN_RECV: u32 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// One kernel event. Ports in host byte order; addresses in network order
+/// (IPv4 in the first 4 bytes). `sock` is the kernel socket address, used
+/// only as an opaque identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub flags: u32,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// Network namespace inode number, 0 when unknown.
+    pub netns: u32,
+    pub comm: [u8; COMM_LEN],
+    pub sock: u64,
+    pub family: u16,
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub old_state: u32,
+    pub new_state: u32,
+    /// Nanoseconds since the socket was first seen (on its last transition).
+    pub duration_ns: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+pub const EVENT_SIZE: usize = 128;
+const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Event {
+            kind: 0,
+            flags: 0,
+            ts_ns: 0,
+            tgid: 0,
+            pid: 0,
+            uid: 0,
+            netns: 0,
+            comm: [0; COMM_LEN],
+            sock: 0,
+            family: 0,
+            protocol: 0,
+            sport: 0,
+            dport: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            old_state: 0,
+            new_state: 0,
+            duration_ns: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
+        }
+    }
+}
+
+/// The owner of a socket, captured in its own context. Value of `OWNERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+    /// When the socket was first seen (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Owner>() == 40);
+
+/// Key of `LISTENERS`: a listening port in one network namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenKey {
+    /// `struct net *` of the listener, as an opaque identity.
+    pub net: u64,
+    pub port: u16,
+    pub family: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ListenKey>() == 16);
+
+/// Value of `LISTENERS`: the listener's owner and its socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub owner: Owner,
+    pub sock: u64,
+}
+const _: () = assert!(core::mem::size_of::<Listener>() == 48);
+
+/// Value of `PENDING_UDP`, keyed by thread id: a UDP connect or first send
+/// seen in a cgroup hook, completed at syscall exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingUdp {
+    pub sock: u64,
+    /// `kind::UDP_CONNECT` or `kind::UDP_BIND` (implicit bind by a send).
+    pub kind: u32,
+    /// `flags::IMPLICIT_BIND` when the socket had no local port yet.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingUdp>() == 16);
+
+/// Offsets handed to the programs at load time (global `OFFSETS`). Tracepoint
+/// fields come from tracefs format files, struct members from vmlinux BTF;
+/// `OFFSET_UNKNOWN` where unresolved. Nothing here is written in the source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // sock:inet_sock_set_state record
+    pub tp_skaddr: u32,
+    pub tp_oldstate: u32,
+    pub tp_newstate: u32,
+    pub tp_sport: u32,
+    pub tp_dport: u32,
+    pub tp_family: u32,
+    pub tp_protocol: u32,
+    pub tp_saddr: u32,
+    pub tp_daddr: u32,
+    pub tp_saddr_v6: u32,
+    pub tp_daddr_v6: u32,
+    // syscalls:sys_exit_* record
+    pub sys_exit_ret: u32,
+    // fd -> sock walk
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    // struct sock
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_net: u32,
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    pub net_ns_inum: u32,
+    // struct tcp_sock
+    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_received: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
+
+impl KernelOffsets {
+    pub const fn unknown() -> Self {
+        let u = OFFSET_UNKNOWN;
+        KernelOffsets {
+            tp_skaddr: u,
+            tp_oldstate: u,
+            tp_newstate: u,
+            tp_sport: u,
+            tp_dport: u,
+            tp_family: u,
+            tp_protocol: u,
+            tp_saddr: u,
+            tp_daddr: u,
+            tp_saddr_v6: u,
+            tp_daddr_v6: u,
+            sys_exit_ret: u,
+            task_files: u,
+            files_fdt: u,
+            fdtable_fd: u,
+            fdtable_max_fds: u,
+            file_private_data: u,
+            socket_sk: u,
+            sk_family: u,
+            sk_num: u,
+            sk_dport: u,
+            sk_rcv_saddr: u,
+            sk_daddr: u,
+            sk_v6_rcv_saddr: u,
+            sk_v6_daddr: u,
+            sk_net: u,
+            sk_protocol: u,
+            sk_type: u,
+            net_ns_inum: u,
+            tcp_bytes_acked: u,
+            tcp_bytes_received: u,
+            _pad: 0,
+        }
+    }
+}
+
+/// Names of the maps and globals, shared so neither side spells them twice.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const OWNERS: &str = "OWNERS";
+    pub const LISTENERS: &str = "LISTENERS";
+    pub const PENDING_UDP: &str = "PENDING_UDP";
+    pub const OFFSETS: &str = "OFFSETS";
+    pub const SELF_TGID: &str = "SELF_TGID";
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+}
+
+/// Indexes of the per-CPU `LOST` counter array.
+pub mod lost {
+    /// Ring buffer reservation failed: an event was dropped.
+    pub const RING_FULL: u32 = 0;
+    /// `OWNERS` was full: an owner could not be remembered.
+    pub const OWNERS_FULL: u32 = 1;
+    /// `LISTENERS` was full.
+    pub const LISTENERS_FULL: u32 = 2;
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod user;
+#[cfg(feature = "user")]
+pub use user::*;

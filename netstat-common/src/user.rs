@@ -1,0 +1,84 @@
+//! User-space side: Pod impls and decoding of ring buffer records.
+extern crate std;
+
+use crate::{EVENT_SIZE, Event, KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
+
+unsafe impl aya::Pod for Event {}
+unsafe impl aya::Pod for Owner {}
+unsafe impl aya::Pod for ListenKey {}
+unsafe impl aya::Pod for Listener {}
+unsafe impl aya::Pod for PendingUdp {}
+unsafe impl aya::Pod for KernelOffsets {}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record is {0} bytes, expected at least {EVENT_SIZE}")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+impl TryFrom<&[u8]> for Event {
+    type Error = DecodeError;
+    fn try_from(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < EVENT_SIZE {
+            return Err(DecodeError::Short(b.len()));
+        }
+        // Every bit pattern is a valid Event (integers and byte arrays only).
+        let ev: Event = unsafe { core::ptr::read_unaligned(b.as_ptr().cast()) };
+        if !(crate::kind::TCP_STATE..=crate::kind::UDP_CLOSE).contains(&ev.kind) {
+            return Err(DecodeError::UnknownKind(ev.kind));
+        }
+        Ok(ev)
+    }
+}
+
+impl Event {
+    /// The record as the kernel writes it (for tests and fuzzing).
+    pub fn as_bytes(&self) -> &[u8] {
+        unsafe { core::slice::from_raw_parts((self as *const Event).cast(), EVENT_SIZE) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind;
+
+    #[test]
+    fn round_trip() {
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_STATE;
+        e.tgid = 42;
+        e.sport = 8080;
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.comm[..4].copy_from_slice(b"curl");
+        let back = Event::try_from(e.as_bytes()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn short_record_is_an_error() {
+        let e = Event::zeroed();
+        assert_eq!(Event::try_from(&e.as_bytes()[..100]), Err(DecodeError::Short(100)));
+        assert_eq!(Event::try_from(&[][..]), Err(DecodeError::Short(0)));
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error() {
+        let mut e = Event::zeroed();
+        e.kind = 99;
+        assert_eq!(Event::try_from(e.as_bytes()), Err(DecodeError::UnknownKind(99)));
+        e.kind = 0;
+        assert_eq!(Event::try_from(e.as_bytes()), Err(DecodeError::UnknownKind(0)));
+    }
+
+    #[test]
+    fn longer_record_decodes_prefix() {
+        let mut e = Event::zeroed();
+        e.kind = kind::UDP_BIND;
+        let mut v = e.as_bytes().to_vec();
+        v.extend_from_slice(&[0xff; 8]);
+        assert_eq!(Event::try_from(&v[..]).unwrap(), e);
+    }
+}

@@ -1,0 +1,274 @@
+//! Raw command-line flags (clap derive) and their validation into `Config`.
+//! Owns the option set and its error messages; knows nothing of sockets.
+use clap::Parser;
+
+use crate::config::{Config, Family, Mode, ProtoFilter, StatsProto};
+
+/// Exit code for bad input.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "netstat",
+    about = "Network connections, routes and statistics, with every connection's process traced in the kernel (eBPF).",
+    after_help = "INTERVAL redisplays the output every INTERVAL seconds until Ctrl+C.\n\
+With tracing available, connections that opened and closed between two displays are listed too.",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// Show all connections and listening ports (TCP listeners and UDP endpoints)
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Show the executable behind each connection or listener
+    #[arg(short = 'b', long = "executable")]
+    pub executable: bool,
+    /// Show interface statistics (Ethernet statistics)
+    #[arg(short = 'e', long = "ethernet")]
+    pub ethernet: bool,
+    /// Show fully qualified domain names for foreign addresses
+    #[arg(short = 'f', long = "fqdn")]
+    pub fqdn: bool,
+    /// Show addresses and ports numerically
+    #[arg(short = 'n', long = "numeric")]
+    pub numeric: bool,
+    /// Show the owning process ID of each connection
+    #[arg(short = 'o', long = "owner")]
+    pub owner: bool,
+    /// Only this protocol: TCP, UDP, TCPv6, UDPv6; with -s also IP, IPv6, ICMP, ICMPv6
+    #[arg(short = 'p', long = "proto", value_name = "PROTO")]
+    pub proto: Option<String>,
+    /// Show the routing table
+    #[arg(short = 'r', long = "route")]
+    pub route: bool,
+    /// Show per-protocol statistics
+    #[arg(short = 's', long = "statistics")]
+    pub statistics: bool,
+    /// Show the offload state of each connection
+    #[arg(short = 't', long = "offload")]
+    pub offload: bool,
+    /// Verbose: with -b, full executable paths
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// TCP only (Linux habit)
+    #[arg(long = "tcp")]
+    pub tcp: bool,
+    /// UDP only (Linux habit)
+    #[arg(long = "udp")]
+    pub udp: bool,
+    /// Listening sockets only (Linux habit)
+    #[arg(long = "listening")]
+    pub listening: bool,
+    /// IPv4 only
+    #[arg(short = '4', long = "ipv4")]
+    pub ipv4: bool,
+    /// IPv6 only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// JSON output (every mode)
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Stream kernel events (TCP state changes, accepts, UDP bind/connect/close) as they happen
+    #[arg(long = "stream")]
+    pub stream: bool,
+    /// Print, for each kernel hook, the mechanism used or why it was skipped, then exit
+    #[arg(long = "probe-report")]
+    pub probe_report: bool,
+    /// Kernel probe backend: auto, tracepoint (tracepoints + cgroup hooks), fentry, kprobe
+    #[arg(long = "backend", value_name = "BACKEND", default_value = "auto")]
+    pub backend: String,
+    /// Ring buffer size in bytes (power of two, at least one page)
+    #[arg(long = "ring-size", value_name = "BYTES", default_value_t = crate::config::DEFAULT_RING_SIZE)]
+    pub ring_size: u32,
+    /// Capacity of the kernel's socket-owner map
+    #[arg(long = "owner-map-size", value_name = "N", default_value_t = crate::config::DEFAULT_OWNER_MAP_SIZE)]
+    pub owner_map_size: u32,
+    /// Cap on rows held by the live connection table
+    #[arg(long = "max-rows", value_name = "N", default_value_t = crate::config::DEFAULT_MAX_ROWS)]
+    pub max_rows: usize,
+    /// With --stream: exit with status 3 if any kernel event was lost
+    #[arg(long = "fail-on-loss")]
+    pub fail_on_loss: bool,
+    /// With --stream: stop after this many events (0 = unlimited)
+    #[arg(long = "count", value_name = "N", default_value_t = 0)]
+    pub count: u64,
+    /// With --stream: stop after this many seconds (0 = until Ctrl+C)
+    #[arg(long = "duration", value_name = "SECS", default_value_t = 0)]
+    pub duration: u64,
+    /// Do not trace: snapshots only
+    #[arg(long = "no-trace")]
+    pub no_trace: bool,
+    /// Root of the proc filesystem (for tests)
+    #[arg(long = "proc-root", value_name = "DIR", default_value = "/proc", hide = true)]
+    pub proc_root: std::path::PathBuf,
+    /// Root of sysfs (for tests)
+    #[arg(long = "sys-root", value_name = "DIR", default_value = "/sys", hide = true)]
+    pub sys_root: std::path::PathBuf,
+    /// Redisplay every INTERVAL seconds
+    #[arg(value_name = "INTERVAL")]
+    pub interval: Option<String>,
+}
+
+/// A usage error: one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Cli {
+    /// Parse argv. `Ok(Err(text))` is help text to print with exit 0.
+    pub fn parse_args<I, T>(args: I) -> Result<Result<Cli, String>, UsageError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        match Cli::try_parse_from(args) {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Ok(Err(e.render().to_string()))
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let first = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid arguments")
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    Err(UsageError(format!("{first} (try 'netstat --help')")))
+                }
+            },
+        }
+    }
+
+    /// Validate into a `Config`.
+    pub fn into_config(self) -> Result<Config, UsageError> {
+        let interval = match &self.interval {
+            None => None,
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(UsageError(format!(
+                        "invalid interval '{}': INTERVAL must be a positive whole number of seconds",
+                        crate::escape::escape(s)
+                    )));
+                }
+            },
+        };
+        let (proto, stats_proto) = match &self.proto {
+            None => (ProtoFilter::default(), None),
+            Some(p) => parse_proto(p, self.statistics)?,
+        };
+        let mut proto = proto;
+        if self.tcp && !self.udp {
+            proto.udp = false;
+        }
+        if self.udp && !self.tcp {
+            proto.tcp = false;
+        }
+        let family = match (self.ipv4, self.ipv6) {
+            (true, false) => Family::V4,
+            (false, true) => Family::V6,
+            _ => Family::Both,
+        };
+        let family = proto.narrow_family(family);
+        let backend = match self.backend.to_ascii_lowercase().as_str() {
+            "auto" => crate::config::Backend::Auto,
+            "tracepoint" => crate::config::Backend::Tracepoint,
+            "fentry" => crate::config::Backend::Fentry,
+            "kprobe" => crate::config::Backend::Kprobe,
+            other => {
+                return Err(UsageError(format!(
+                    "invalid --backend '{}': expected auto, tracepoint, fentry or kprobe",
+                    crate::escape::escape(other)
+                )));
+            }
+        };
+        if self.ring_size < 4096 || !self.ring_size.is_power_of_two() {
+            return Err(UsageError(format!(
+                "invalid --ring-size {}: must be a power of two of at least 4096 bytes",
+                self.ring_size
+            )));
+        }
+        if self.owner_map_size == 0 {
+            return Err(UsageError("invalid --owner-map-size 0: must be at least 1".into()));
+        }
+        if self.max_rows == 0 {
+            return Err(UsageError("invalid --max-rows 0: must be at least 1".into()));
+        }
+        let mode = if self.probe_report {
+            Mode::ProbeReport
+        } else if self.stream {
+            Mode::Stream
+        } else if self.route || self.statistics || self.ethernet {
+            Mode::Info {
+                route: self.route,
+                statistics: self.statistics,
+                ethernet: self.ethernet,
+            }
+        } else {
+            Mode::Connections
+        };
+        Ok(Config {
+            mode,
+            all: self.all || self.listening,
+            listening_only: self.listening,
+            numeric: self.numeric,
+            fqdn: self.fqdn,
+            owner: self.owner,
+            executable: self.executable,
+            verbose: self.verbose,
+            offload: self.offload,
+            proto,
+            stats_proto,
+            family,
+            json: self.json,
+            interval,
+            backend,
+            ring_size: self.ring_size,
+            owner_map_size: self.owner_map_size,
+            max_rows: self.max_rows,
+            fail_on_loss: self.fail_on_loss,
+            count: self.count,
+            duration: self.duration,
+            trace: !self.no_trace,
+            proc_root: self.proc_root,
+            sys_root: self.sys_root,
+        })
+    }
+}
+
+fn parse_proto(p: &str, statistics: bool) -> Result<(ProtoFilter, Option<StatsProto>), UsageError> {
+    let lower = p.to_ascii_lowercase();
+    let conn = match lower.as_str() {
+        "tcp" => Some((ProtoFilter { tcp: true, udp: false, family: None }, Family::V4, StatsProto::Tcp)),
+        "udp" => Some((ProtoFilter { tcp: false, udp: true, family: None }, Family::V4, StatsProto::Udp)),
+        "tcpv6" => Some((ProtoFilter { tcp: true, udp: false, family: None }, Family::V6, StatsProto::TcpV6)),
+        "udpv6" => Some((ProtoFilter { tcp: false, udp: true, family: None }, Family::V6, StatsProto::UdpV6)),
+        _ => None,
+    };
+    if let Some((mut f, fam, sp)) = conn {
+        f.family = Some(fam);
+        return Ok((f, Some(sp)));
+    }
+    if statistics {
+        let sp = match lower.as_str() {
+            "ip" => Some(StatsProto::Ip),
+            "ipv6" => Some(StatsProto::IpV6),
+            "icmp" => Some(StatsProto::Icmp),
+            "icmpv6" => Some(StatsProto::IcmpV6),
+            _ => None,
+        };
+        if let Some(sp) = sp {
+            return Ok((ProtoFilter::default(), Some(sp)));
+        }
+    }
+    let allowed = if statistics {
+        "TCP, UDP, TCPv6, UDPv6, IP, IPv6, ICMP or ICMPv6"
+    } else {
+        "TCP, UDP, TCPv6 or UDPv6 (IP, IPv6, ICMP, ICMPv6 with -s)"
+    };
+    Err(UsageError(format!(
+        "invalid protocol '{}' for -p: -p selects a protocol here ({allowed}); to show processes use -o (PID) or -b (executable)",
+        crate::escape::escape(p)
+    )))
+}

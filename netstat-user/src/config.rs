@@ -1,0 +1,110 @@
+//! The validated configuration every layer below the CLI works from.
+use std::path::PathBuf;
+
+pub const DEFAULT_RING_SIZE: u32 = 8 << 20;
+pub const DEFAULT_OWNER_MAP_SIZE: u32 = 262_144;
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The connection table (default, -a, -o, -b, -n, -f, -t, -p).
+    Connections,
+    /// -r, -s, -e (any combination).
+    Info { route: bool, statistics: bool, ethernet: bool },
+    /// --stream
+    Stream,
+    /// --probe-report
+    ProbeReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+    Both,
+}
+
+impl Family {
+    pub fn v4(self) -> bool {
+        matches!(self, Family::V4 | Family::Both)
+    }
+    pub fn v6(self) -> bool {
+        matches!(self, Family::V6 | Family::Both)
+    }
+}
+
+/// Which protocols -p (or --tcp/--udp) selects for the connection table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtoFilter {
+    pub tcp: bool,
+    pub udp: bool,
+    /// Set by -p (tcp/udp mean IPv4, tcpv6/udpv6 IPv6, as in netstat).
+    pub family: Option<Family>,
+}
+
+impl Default for ProtoFilter {
+    fn default() -> Self {
+        ProtoFilter { tcp: true, udp: true, family: None }
+    }
+}
+
+impl ProtoFilter {
+    pub fn narrow_family(&self, f: Family) -> Family {
+        match (self.family, f) {
+            (None, f) => f,
+            (Some(p), Family::Both) => p,
+            (Some(p), f) if p == f => f,
+            // -p tcpv6 -4: nothing matches; keep the -p choice.
+            (Some(p), _) => p,
+        }
+    }
+}
+
+/// -p with -s narrows the statistics to one section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsProto {
+    Tcp,
+    Udp,
+    TcpV6,
+    UdpV6,
+    Ip,
+    IpV6,
+    Icmp,
+    IcmpV6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Auto,
+    Tracepoint,
+    Fentry,
+    Kprobe,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub all: bool,
+    pub listening_only: bool,
+    pub numeric: bool,
+    pub fqdn: bool,
+    pub owner: bool,
+    pub executable: bool,
+    pub verbose: bool,
+    pub offload: bool,
+    pub proto: ProtoFilter,
+    pub stats_proto: Option<StatsProto>,
+    pub family: Family,
+    pub json: bool,
+    pub interval: Option<u64>,
+    pub backend: Backend,
+    pub ring_size: u32,
+    pub owner_map_size: u32,
+    pub max_rows: usize,
+    pub fail_on_loss: bool,
+    pub count: u64,
+    pub duration: u64,
+    pub trace: bool,
+    pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+}

@@ -1,0 +1,42 @@
+use std::process::ExitCode;
+
+use netstat_user::{EnvError, cli, config::Mode, display, is_broken_pipe, stream, tracer};
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::parse_args(std::env::args_os()) {
+        Ok(Ok(c)) => c,
+        Ok(Err(help)) => {
+            print!("{help}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("netstat: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netstat: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let res = match cfg.mode {
+        Mode::Stream => stream::run(&cfg),
+        Mode::ProbeReport => tracer::probe_report(&cfg),
+        Mode::Connections | Mode::Info { .. } => display::run(&cfg),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            eprintln!("netstat: {msg}");
+            if e.chain().any(|c| c.is::<EnvError>() || c.is::<cli::UsageError>()) {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
