@@ -10,7 +10,7 @@ unsafe impl aya::Pod for Listener {}
 unsafe impl aya::Pod for PendingUdp {}
 unsafe impl aya::Pod for KernelOffsets {}
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("event record is {0} bytes, expected at least {EVENT_SIZE}")]
     Short(usize),

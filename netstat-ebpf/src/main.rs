@@ -1,12 +1,63 @@
+//! Kernel programs: TCP state changes, accepts and UDP bind/connect/close,
+//! each carrying the process that owns the socket. Maps and globals live here;
+//! each concern has its own module. No kernel struct offset is written here:
+//! user space hands them in through `OFFSETS`.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+mod accept;
+mod emit;
+mod sock;
+mod state;
+mod udp;
 
-#[tracepoint]
-pub fn inet_sock_set_state(_ctx: TracePointContext) -> u32 {
-    0
-}
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use netstat_common::{KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
+
+/// Events to user space. Size set by the loader (`--ring-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU drop counters, indexed by `netstat_common::lost::*`.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(netstat_common::lost::COUNT, 0);
+
+/// Socket (kernel address) -> owner, captured in the owner's context.
+/// Bounded (`--owner-map-size`); entries go when the socket reaches CLOSE.
+#[map]
+static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(65536, 0);
+
+/// Listening port -> listener's owner, for accepted sockets before accept().
+#[map]
+static LISTENERS: HashMap<ListenKey, Listener> = HashMap::with_max_entries(16384, 0);
+
+/// Thread -> UDP connect/send in flight, completed at syscall exit. LRU: a
+/// syscall whose exit we never see (io_uring) must not pin an entry forever.
+#[map]
+static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8192, 0);
+
+/// UDP sockets created since the tracer started and not bound yet: the
+/// first send on one of them binds it implicitly (inet_send_prepare binds
+/// before the sendmsg cgroup hook runs, so the port is known there). The
+/// value is the socket again, as a plain number the verifier lets us offset.
+#[map]
+static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+#[unsafe(no_mangle)]
+static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
+
+/// The loader's own TGID: its events are not reported.
+#[unsafe(no_mangle)]
+static SELF_TGID: Global<u32> = Global::new(0);
+
+/// Wake user space when this many bytes are waiting; otherwise it polls on a
+/// short timer (one wake-up per event is what makes tracers slow).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(256 * 1024);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod display;
 pub mod escape;
 pub mod stream;
+pub mod timefmt;
 pub mod tracer;
 
 /// An error that is the user's or the environment's to fix (bad input,

@@ -1,9 +1,219 @@
 //! The eBPF side of user space: offsets (BTF, tracefs), the probe plan,
-//! loading and attaching, and reading the ring buffer.
-use std::process::ExitCode;
+//! loading and attaching, and reading the ring buffer. Knows nothing of
+//! output formats; `stream` and the table consume its `Record`s.
+pub mod btf;
+pub mod offsets;
+pub mod plan;
+pub mod tracefs;
 
-use crate::config::Config;
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
-pub fn probe_report(_cfg: &Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use netstat_common::{DecodeError, Event, lost, names};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{EnvError, config::Config};
+pub use plan::{HookReport, HookStatus};
+
+/// The eBPF object built by build.rs (aya-build), embedded in the binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netstat"));
+
+/// How often the ring buffer is drained when no wake-up came (wake-ups are
+/// batched in the kernel: see WAKEUP_BYTES).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+#[derive(Debug, Clone)]
+pub struct TracerOptions {
+    pub ring_size: u32,
+    pub owner_map_size: u32,
+    pub backend: crate::config::Backend,
+    pub btf_path: PathBuf,
+    pub proc_root: PathBuf,
+}
+
+impl TracerOptions {
+    pub fn from_config(cfg: &Config) -> Self {
+        TracerOptions {
+            ring_size: cfg.ring_size,
+            owner_map_size: cfg.owner_map_size,
+            backend: cfg.backend,
+            btf_path: std::env::var_os("NETSTAT_BTF_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux")),
+            proc_root: cfg.proc_root.clone(),
+        }
+    }
+}
+
+/// What the ring buffer yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    /// Events (or owner records) the kernel had to drop since the last report.
+    Lost { reason: &'static str, count: u64 },
+    /// A record that did not decode (never expected; counted, not fatal).
+    Bad(DecodeError),
+}
+
+pub struct Tracer {
+    // Field order matters for Drop: the ring and maps go before the programs.
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    lost_seen: [u64; lost::COUNT as usize],
+    pub report: Vec<HookReport>,
+    /// Holds programs and links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC at start, to date kernel timestamps.
+    pub clock_offset_ns: i128,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+pub fn realtime_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN also does): say what is missing.
+pub fn check_privileges() -> Result<(), EnvError> {
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(CAP_NET_ADMIN) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(EnvError(format!(
+        "tracing needs root or {} (running as uid {} without them)",
+        missing.join(", "),
+        unsafe { libc::geteuid() }
+    )))
+}
+
+impl Tracer {
+    /// Load and attach per the probe plan. Environment problems (privileges,
+    /// BTF, tracefs, verifier) come back as `EnvError` with one clear line.
+    pub fn start(opts: &TracerOptions) -> anyhow::Result<Tracer> {
+        check_privileges()?;
+        let prepared = plan::prepare(opts)?;
+        let self_tgid = std::process::id();
+        let wakeup_bytes: u64 = (opts.ring_size as u64 / 4).min(1 << 20);
+        let mut ebpf = EbpfLoader::new()
+            // No CO-RE relocations in our object: skip parsing vmlinux twice.
+            .btf(None)
+            .override_global(names::OFFSETS, &prepared.offsets, true)
+            .override_global(names::SELF_TGID, &self_tgid, true)
+            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .map_max_entries(names::EVENTS, opts.ring_size)
+            .map_max_entries(names::OWNERS, opts.owner_map_size)
+            .load(EBPF_OBJECT)
+            .map_err(|e| EnvError(format!("loading the eBPF object failed: {}", one_line(&e.to_string()))))?;
+        let report = plan::attach(&mut ebpf, &prepared)?;
+        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
+        // The AsyncFd owns the ring, so the fd outlives its registration.
+        #[allow(deprecated)]
+        let ring = AsyncFd::with_interest(ring, Interest::READABLE)?;
+        let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+        Ok(Tracer {
+            ring,
+            lost,
+            lost_seen: [0; lost::COUNT as usize],
+            report,
+            _ebpf: ebpf,
+            clock_offset_ns: realtime_offset_ns(),
+        })
+    }
+
+    fn drain(&mut self, out: &mut Vec<Record>) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            n += 1;
+            out.push(match Event::try_from(&*item) {
+                Ok(ev) => Record::Event(ev),
+                Err(e) => Record::Bad(e),
+            });
+        }
+        n
+    }
+
+    /// New drop counts since the last call, as `Lost` records.
+    pub fn collect_lost(&mut self, out: &mut Vec<Record>) {
+        for (idx, reason) in [
+            (lost::RING_FULL, "ring_full"),
+            (lost::OWNERS_FULL, "owner_map_full"),
+            (lost::LISTENERS_FULL, "listener_map_full"),
+        ] {
+            let Ok(values) = self.lost.get(&idx, 0) else { continue };
+            let total: u64 = values.iter().sum();
+            let seen = &mut self.lost_seen[idx as usize];
+            if total > *seen {
+                out.push(Record::Lost { reason, count: total - *seen });
+                *seen = total;
+            }
+        }
+    }
+
+    /// Wait for events (a wake-up or the poll interval) and return a batch,
+    /// lost-event reports included. May return an empty batch.
+    pub async fn next_batch(&mut self, out: &mut Vec<Record>) -> std::io::Result<()> {
+        if self.drain(out) == 0 {
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                }
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            self.drain(out);
+        }
+        self.collect_lost(out);
+        Ok(())
+    }
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `netstat --probe-report`.
+pub fn probe_report(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let opts = TracerOptions::from_config(cfg);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _guard = rt.enter();
+    let tracer = Tracer::start(&opts)?;
+    let mut out = std::io::stdout().lock();
+    plan::print_report(&tracer.report, &mut out)?;
+    Ok(ExitCode::SUCCESS)
 }

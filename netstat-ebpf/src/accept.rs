@@ -1,0 +1,59 @@
+//! accept()/accept4() return in the accepting process: the returned fd is
+//! resolved to its `struct sock`, whose owner becomes the acceptor.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use netstat_common::{IPPROTO_TCP, flags, kind};
+
+use crate::{
+    OWNERS,
+    emit::{Body, count_lost, current_owner, emit, now},
+    sock::{net_of, offsets, read_tuple, sock_of_fd},
+};
+
+/// Attached to both `syscalls:sys_exit_accept` and `syscalls:sys_exit_accept4`.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_accept(&ctx);
+    0
+}
+
+fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    let o = offsets();
+    if o.sys_exit_ret == netstat_common::OFFSET_UNKNOWN {
+        return Err(-1);
+    }
+    let fd: i64 = unsafe { ctx.read_at::<i64>(o.sys_exit_ret as usize) }.map_err(|e| e as i64)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    let sk = sock_of_fd(fd, &o)?;
+    let tuple = read_tuple(sk, &o)?;
+    if tuple.protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let t = now();
+    let mut owner = current_owner(t);
+    // Keep when the connection started (its SYN_RECV), not when it was accepted.
+    if let Some(prev) = unsafe { OWNERS.get(&sk) } {
+        owner.start_ns = prev.start_ns;
+    }
+    owner.flags = flags::OWNER_CAPTURED;
+    if OWNERS.insert(&sk, &owner, 0).is_err() {
+        count_lost(netstat_common::lost::OWNERS_FULL);
+    }
+    let (_, netns) = net_of(sk, &o);
+    let b = Body {
+        kind: kind::TCP_ACCEPT,
+        flags: flags::OWNER_CURRENT,
+        now: t,
+        netns,
+        sock: sk,
+        tuple,
+        old_state: 0,
+        new_state: 0,
+        duration_ns: 0,
+        bytes_acked: 0,
+        bytes_received: 0,
+    };
+    emit(&owner, &b);
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! TCP state transitions from `sock:inet_sock_set_state`. Most transitions
+//! run in softirq, where the task on the CPU is not the socket's owner: the
+//! owner comes from `OWNERS`, filled where the owner itself is on the CPU.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use netstat_common::{
+    AF_INET, IPPROTO_TCP, KernelOffsets, ListenKey, Listener, Owner, flags, kind, lost,
+    tcp_state::*,
+};
+
+use crate::{
+    LISTENERS, OWNERS,
+    emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
+    sock::{Tuple, net_of, offsets, read},
+};
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
+    if off == netstat_common::OFFSET_UNKNOWN {
+        return Err(-1);
+    }
+    unsafe { ctx.read_at::<T>(off as usize) }.map_err(|e| e as i64)
+}
+
+/// Transitions made by the owner's own syscall (connect, listen, close,
+/// shutdown): there the task on the CPU is the one acting on the socket.
+#[inline(always)]
+fn in_owner_context(old: u32, new: u32) -> bool {
+    match new {
+        SYN_SENT | LISTEN | FIN_WAIT1 | LAST_ACK => true,
+        CLOSE => old == LISTEN || old == SYN_SENT,
+        _ => false,
+    }
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let o = offsets();
+    let protocol: u16 = field(ctx, o.tp_protocol)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk: u64 = field(ctx, o.tp_skaddr)?;
+    let old: u32 = field::<i32>(ctx, o.tp_oldstate)? as u32;
+    let new: u32 = field::<i32>(ctx, o.tp_newstate)? as u32;
+    let tuple = read_tuple(ctx, &o, protocol)?;
+    let t = now();
+    let (net, netns) = net_of(sk, &o);
+
+    let (owner, src) = resolve_owner(sk, net, old, new, &tuple, t);
+
+    let mut b = Body {
+        kind: kind::TCP_STATE,
+        flags: src,
+        now: t,
+        netns,
+        sock: sk,
+        tuple,
+        old_state: old,
+        new_state: new,
+        duration_ns: 0,
+        bytes_acked: 0,
+        bytes_received: 0,
+    };
+    if new == CLOSE {
+        if owner.start_ns != 0 {
+            b.duration_ns = t.saturating_sub(owner.start_ns);
+        }
+        b.bytes_acked = read(sk, o.tcp_bytes_acked).unwrap_or(0);
+        b.bytes_received = read(sk, o.tcp_bytes_received).unwrap_or(0);
+        b.flags |= flags::HAS_LIFETIME;
+    }
+    emit(&owner, &b);
+
+    if new == CLOSE {
+        let _ = OWNERS.remove(&sk);
+        if old == LISTEN {
+            let key = listen_key(net, tuple.sport);
+            if let Some(l) = unsafe { LISTENERS.get(&key) } {
+                if l.sock == sk {
+                    let _ = LISTENERS.remove(&key);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn listen_key(net: u64, port: u16) -> ListenKey {
+    ListenKey { net, port, family: 0, _pad: 0 }
+}
+
+#[inline(always)]
+fn remember(sk: u64, owner: &Owner) {
+    if OWNERS.insert(&sk, owner, 0).is_err() {
+        count_lost(lost::OWNERS_FULL);
+    }
+}
+
+fn resolve_owner(sk: u64, net: u64, old: u32, new: u32, tuple: &Tuple, t: u64) -> (Owner, u32) {
+    // A fresh socket leaving CLOSE: (re)start its record.
+    if old == CLOSE && (new == SYN_SENT || new == LISTEN) {
+        let owner = current_owner(t);
+        remember(sk, &owner);
+        if new == LISTEN {
+            let l = Listener { owner, sock: sk };
+            if LISTENERS.insert(&listen_key(net, tuple.sport), &l, 0).is_err() {
+                count_lost(lost::LISTENERS_FULL);
+            }
+        }
+        return (owner, flags::OWNER_CURRENT);
+    }
+    // A child of a listener, cloned from it (old state LISTEN) in softirq:
+    // the listener's owner until accept().
+    if new == SYN_RECV && (old == LISTEN || old == CLOSE) {
+        if let Some(l) = unsafe { LISTENERS.get(&listen_key(net, tuple.sport)) } {
+            let mut owner = l.owner;
+            owner.start_ns = t;
+            owner.flags = flags::OWNER_LISTENER;
+            remember(sk, &owner);
+            return (owner, flags::OWNER_LISTENER);
+        }
+        return (NO_OWNER, flags::OWNER_NONE);
+    }
+    if let Some(owner) = unsafe { OWNERS.get(&sk) } {
+        let src = owner.flags & flags::OWNER_MASK;
+        return (*owner, if src == 0 { flags::OWNER_CAPTURED } else { src });
+    }
+    // A socket that predates the tracer: trust the CPU only in the owner's own syscall.
+    if in_owner_context(old, new) {
+        let mut owner = current_owner(0);
+        owner.flags = flags::OWNER_CAPTURED;
+        if new != CLOSE {
+            remember(sk, &owner);
+        }
+        return (owner, flags::OWNER_CURRENT);
+    }
+    (NO_OWNER, flags::OWNER_NONE)
+}
+
+#[inline(always)]
+fn read_tuple(ctx: &TracePointContext, o: &KernelOffsets, protocol: u16) -> Result<Tuple, i64> {
+    let family: u16 = field(ctx, o.tp_family)?;
+    let mut t = Tuple {
+        family,
+        protocol,
+        sport: field(ctx, o.tp_sport)?,
+        dport: field(ctx, o.tp_dport)?,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET {
+        let s: [u8; 4] = field(ctx, o.tp_saddr)?;
+        let d: [u8; 4] = field(ctx, o.tp_daddr)?;
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    } else {
+        t.saddr = field(ctx, o.tp_saddr_v6)?;
+        t.daddr = field(ctx, o.tp_daddr_v6)?;
+    }
+    Ok(t)
+}

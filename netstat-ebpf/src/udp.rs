@@ -1,0 +1,214 @@
+//! UDP endpoints: explicit bind (post_bind hooks), connect (sock_addr hook,
+//! completed at syscall exit), the implicit bind of a first send (sendmsg
+//! hooks, for sockets seen created unbound), and close (sock_release). All run in the owner's syscall.
+//! Every cgroup program returns 1: it observes, it never refuses.
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
+    programs::{SockAddrContext, SockContext, TracePointContext},
+};
+use netstat_common::{AF_INET, AF_INET6, IPPROTO_UDP, PendingUdp, flags, kind};
+
+use crate::{
+    PENDING_UDP, UDP_UNBOUND,
+    emit::{Body, current_owner, emit, now},
+    sock::{Tuple, net_of, offsets, read_tuple},
+};
+
+const ALLOW: i32 = 1;
+
+#[inline(always)]
+fn body(kind: u32, flags: u32, sk: u64, tuple: Tuple, t: u64) -> Body {
+    let (_, netns) = net_of(sk, &offsets());
+    Body {
+        kind,
+        flags,
+        now: t,
+        netns,
+        sock: sk,
+        tuple,
+        old_state: 0,
+        new_state: 0,
+        duration_ns: 0,
+        bytes_acked: 0,
+        bytes_received: 0,
+    }
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn udp_post_bind4(ctx: SockContext) -> i32 {
+    post_bind(&ctx, AF_INET);
+    ALLOW
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn udp_post_bind6(ctx: SockContext) -> i32 {
+    post_bind(&ctx, AF_INET6);
+    ALLOW
+}
+
+#[inline(always)]
+fn post_bind(ctx: &SockContext, family: u16) {
+    let s = unsafe { &*ctx.sock };
+    if s.protocol != IPPROTO_UDP as u32 {
+        return;
+    }
+    let mut tuple = Tuple {
+        family,
+        protocol: IPPROTO_UDP,
+        sport: s.src_port as u16,
+        dport: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET {
+        tuple.saddr[..4].copy_from_slice(&s.src_ip4.to_ne_bytes());
+    } else {
+        let ip6 = s.src_ip6;
+        tuple.saddr[0..4].copy_from_slice(&ip6[0].to_ne_bytes());
+        tuple.saddr[4..8].copy_from_slice(&ip6[1].to_ne_bytes());
+        tuple.saddr[8..12].copy_from_slice(&ip6[2].to_ne_bytes());
+        tuple.saddr[12..16].copy_from_slice(&ip6[3].to_ne_bytes());
+    }
+    let t = now();
+    let sk = ctx.as_ptr() as u64;
+    let _ = UDP_UNBOUND.remove(&sk);
+    emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, tuple, t));
+}
+
+#[cgroup_sock(sock_create)]
+pub fn udp_sock_create(ctx: SockContext) -> i32 {
+    let s = unsafe { &*ctx.sock };
+    if s.protocol == IPPROTO_UDP as u32 {
+        let sk = ctx.as_ptr() as u64;
+        let _ = UDP_UNBOUND.insert(&sk, &sk, 0);
+    }
+    ALLOW
+}
+
+#[cgroup_sock(sock_release)]
+pub fn udp_sock_release(ctx: SockContext) -> i32 {
+    let s = unsafe { &*ctx.sock };
+    if s.protocol == IPPROTO_UDP as u32 {
+        let sk = ctx.as_ptr() as u64;
+        let _ = UDP_UNBOUND.remove(&sk);
+        if let Ok(tuple) = read_tuple(sk, &offsets()) {
+            // A socket that was never bound was never an endpoint.
+            if tuple.sport != 0 {
+                let t = now();
+                emit(&current_owner(t), &body(kind::UDP_CLOSE, flags::OWNER_CURRENT, sk, tuple, t));
+            }
+        }
+    }
+    ALLOW
+}
+
+/// connect(): the cgroup hook runs before the kernel binds an unbound
+/// socket, so whether the bind is implicit is known here; the port and the
+/// result are known at syscall exit.
+#[inline(always)]
+fn remember_connect(ctx: &SockAddrContext) {
+    let a = unsafe { &*ctx.sock_addr };
+    if a.protocol != IPPROTO_UDP as u32 {
+        return;
+    }
+    let sk = unsafe { a.__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return;
+    }
+    let unbound = unsafe { (*sk).src_port } == 0;
+    let p = PendingUdp {
+        sock: sk as u64,
+        kind: kind::UDP_CONNECT,
+        flags: if unbound { flags::IMPLICIT_BIND } else { 0 },
+    };
+    let _ = PENDING_UDP.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    if unbound {
+        let _ = UDP_UNBOUND.remove(&(sk as u64));
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn udp_connect4(ctx: SockAddrContext) -> i32 {
+    remember_connect(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn udp_connect6(ctx: SockAddrContext) -> i32 {
+    remember_connect(&ctx);
+    ALLOW
+}
+
+/// sendto()/sendmsg() with an address: by now the kernel has bound the
+/// socket; if we saw it created unbound, this send bound it.
+#[inline(always)]
+fn implicit_bind_on_send(ctx: &SockAddrContext) {
+    let a = unsafe { &*ctx.sock_addr };
+    if a.protocol != IPPROTO_UDP as u32 {
+        return;
+    }
+    let sk = unsafe { a.__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return;
+    }
+    let key = sk as u64;
+    // PTR_TO_SOCKET allows no arithmetic: use the copy stored at creation.
+    let Some(sk) = (unsafe { UDP_UNBOUND.get(&key) }).copied() else {
+        return;
+    };
+    let _ = UDP_UNBOUND.remove(&key);
+    if let Ok(mut tuple) = read_tuple(sk, &offsets()) {
+        tuple.dport = 0;
+        tuple.daddr = [0; 16];
+        let t = now();
+        emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, sk, tuple, t));
+    }
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn udp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    implicit_bind_on_send(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn udp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    implicit_bind_on_send(&ctx);
+    ALLOW
+}
+
+/// Attached to `syscalls:sys_exit_connect`: the syscall is over, so an
+/// implicitly bound port and the connect's result are known now.
+#[tracepoint]
+pub fn sys_exit_udp(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_udp(&ctx);
+    0
+}
+
+fn try_sys_exit_udp(ctx: &TracePointContext) -> Result<(), i64> {
+    let key = bpf_get_current_pid_tgid();
+    let Some(p) = (unsafe { PENDING_UDP.get(&key) }).copied() else {
+        return Ok(());
+    };
+    let _ = PENDING_UDP.remove(&key);
+    let o = offsets();
+    if o.sys_exit_ret == netstat_common::OFFSET_UNKNOWN {
+        return Err(-1);
+    }
+    let ret: i64 = unsafe { ctx.read_at::<i64>(o.sys_exit_ret as usize) }.map_err(|e| e as i64)?;
+    let tuple = read_tuple(p.sock, &o)?;
+    let t = now();
+    let owner = current_owner(t);
+    if p.flags & flags::IMPLICIT_BIND != 0 && tuple.sport != 0 {
+        let mut bound = tuple;
+        bound.dport = 0;
+        bound.daddr = [0; 16];
+        emit(&owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, bound, t));
+    }
+    if p.kind == kind::UDP_CONNECT && ret == 0 {
+        emit(&owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, tuple, t));
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Builds the `KernelOffsets` handed to the programs: struct members from
+//! vmlinux BTF, tracepoint fields from tracefs format files. Each group that
+//! cannot be resolved is reported, so the probe plan can skip what needs it.
+use netstat_common::{KernelOffsets, OFFSET_UNKNOWN};
+
+use super::{btf::Btf, tracefs::Format};
+
+/// Offsets, plus what could not be resolved (group -> reason).
+pub struct Resolved {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<(&'static str, String)>,
+}
+
+impl Resolved {
+    pub fn missing(&self, group: &str) -> Option<&str> {
+        self.missing.iter().find(|(g, _)| *g == group).map(|(_, r)| r.as_str())
+    }
+}
+
+/// Groups the probe plan asks about.
+pub const SOCK: &str = "struct sock";
+pub const FD_WALK: &str = "fd to socket walk";
+pub const STATE_TP: &str = "sock:inet_sock_set_state format";
+pub const SYS_EXIT: &str = "syscalls:sys_exit_* format";
+
+pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) -> Resolved {
+    let mut o = KernelOffsets::unknown();
+    let mut missing = Vec::new();
+
+    let sock = (|| -> Result<(), String> {
+        let m = |p: &str, w: u32| btf.member_sized(p, w).map_err(|e| e.to_string());
+        o.sk_family = m("sock.__sk_common.skc_family", 2)?;
+        o.sk_num = m("sock.__sk_common.skc_num", 2)?;
+        o.sk_dport = m("sock.__sk_common.skc_dport", 2)?;
+        o.sk_rcv_saddr = m("sock.__sk_common.skc_rcv_saddr", 4)?;
+        o.sk_daddr = m("sock.__sk_common.skc_daddr", 4)?;
+        o.sk_v6_rcv_saddr = m("sock.__sk_common.skc_v6_rcv_saddr", 16)?;
+        o.sk_v6_daddr = m("sock.__sk_common.skc_v6_daddr", 16)?;
+        o.sk_protocol = m("sock.sk_protocol", 2)?;
+        o.sk_type = m("sock.sk_type", 2)?;
+        Ok(())
+    })();
+    if let Err(e) = sock {
+        missing.push((SOCK, e));
+    }
+    // Optional extras: namespace and byte counts degrade to 0 when absent.
+    if let Ok(off) = btf.member_sized("sock.__sk_common.skc_net", 8) {
+        o.sk_net = off;
+        o.net_ns_inum = btf.member_sized("net.ns.inum", 4).unwrap_or(OFFSET_UNKNOWN);
+    }
+    o.tcp_bytes_acked = btf.member_sized("tcp_sock.bytes_acked", 8).unwrap_or(OFFSET_UNKNOWN);
+    o.tcp_bytes_received = btf.member_sized("tcp_sock.bytes_received", 8).unwrap_or(OFFSET_UNKNOWN);
+
+    let walk = (|| -> Result<(), String> {
+        let m = |p: &str, w: u32| btf.member_sized(p, w).map_err(|e| e.to_string());
+        o.task_files = m("task_struct.files", 8)?;
+        o.files_fdt = m("files_struct.fdt", 8)?;
+        o.fdtable_fd = m("fdtable.fd", 8)?;
+        o.fdtable_max_fds = m("fdtable.max_fds", 4)?;
+        o.file_private_data = m("file.private_data", 8)?;
+        o.socket_sk = m("socket.sk", 8)?;
+        Ok(())
+    })();
+    if let Err(e) = walk {
+        missing.push((FD_WALK, e));
+    }
+
+    match state_tp {
+        None => missing.push((STATE_TP, "format file not readable".into())),
+        Some(f) => {
+            let r = (|| -> Result<(), String> {
+                let m = |n: &str, w: u32| f.field(n, w).map_err(|e| e.to_string());
+                o.tp_skaddr = m("skaddr", 8)?;
+                o.tp_oldstate = m("oldstate", 4)?;
+                o.tp_newstate = m("newstate", 4)?;
+                o.tp_sport = m("sport", 2)?;
+                o.tp_dport = m("dport", 2)?;
+                o.tp_family = m("family", 2)?;
+                o.tp_protocol = m("protocol", 2)?;
+                o.tp_saddr = m("saddr", 4)?;
+                o.tp_daddr = m("daddr", 4)?;
+                o.tp_saddr_v6 = m("saddr_v6", 16)?;
+                o.tp_daddr_v6 = m("daddr_v6", 16)?;
+                Ok(())
+            })();
+            if let Err(e) = r {
+                missing.push((STATE_TP, e));
+            }
+        }
+    }
+    match sys_exit.map(|f| f.field("ret", 8)) {
+        Some(Ok(off)) => o.sys_exit_ret = off,
+        Some(Err(e)) => missing.push((SYS_EXIT, e.to_string())),
+        None => missing.push((SYS_EXIT, "format file not readable".into())),
+    }
+    Resolved { offsets: o, missing }
+}
