@@ -85,6 +85,53 @@ fn ensure_bpf_linker() -> Result<()> {
     }
 }
 
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Install Debian packages for commands that are missing (idempotent, and
+/// `apt-get update` only when an install finds no package lists).
+pub fn ensure_commands(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        crate::check({
+            let mut c = Command::new("apt-get");
+            c.args(["update", "-qq"]);
+            c
+        })?;
+        if !install() {
+            bail!("apt-get install {} failed", missing.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Commands the test suite runs beside netstat (comparisons and checks).
+pub const TEST_COMMANDS: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("ss", "iproute2"),
+    ("ip", "iproute2"),
+    ("setpriv", "util-linux"),
+    ("capsh", "libcap2-bin"),
+];
+
 /// What the kernel tests need from the host: tracefs mounted. Best effort:
 /// tests that need it fail with their own message when it is missing.
 pub fn prepare_kernel_env() {
