@@ -5,6 +5,7 @@ pub mod config;
 pub mod display;
 pub mod escape;
 pub mod stream;
+pub mod table;
 pub mod timefmt;
 pub mod tracer;
 
