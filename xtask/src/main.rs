@@ -2,6 +2,7 @@
 //! Owns every step a newcomer or CI needs; each one installs what is missing
 //! and is quick when everything is already there.
 mod bootstrap;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -16,7 +17,9 @@ commands:
   bootstrap          install what is missing (nightly rust-src, bpf-linker 0.10.3)
   build              bootstrap, then build target/release/netstat (eBPF object embedded)
   run [-- ARGS]      build, then run netstat with ARGS (needs root for tracing)
-  test               build, then run the whole test suite (as root: kernel tests included)
+  test               build, then run the whole test suite (as root: kernel tests included),
+                     then the kernel tests on Debian's 6.1 and 6.12 kernels (vm-test)
+  vm-test [ARGS]     the kernel tests under qemu on 6.1 and 6.12, per backend (--help)
 ";
 
 fn main() -> ExitCode {
@@ -56,6 +59,10 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         "test" => {
             test(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "vm-test" => {
+            vm::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "-h" | "--help" | "help" => {
@@ -102,5 +109,7 @@ fn test(extra: &[String]) -> Result<()> {
     c.args(extra);
     // Kernel tests share the machine's kernel; a few at a time keeps 2 cores responsive.
     c.env("RUST_TEST_THREADS", std::env::var("RUST_TEST_THREADS").unwrap_or_else(|_| "2".into()));
-    check(c)
+    check(c)?;
+    // The same kernel tests on Debian's 6.1 and 6.12 kernels, per probe backend.
+    vm::run(&[])
 }
