@@ -104,9 +104,11 @@ pub fn unescape_mount(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
+        let octal = (b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)))
+            .then(|| (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32)
+            .filter(|v| *v <= 0xff);
+        if let Some(v) = octal {
+            out.push(v as u8);
             i += 4;
         } else {
             out.push(b[i]);
@@ -156,5 +158,7 @@ print fmt: \"...\"
         assert_eq!(unescape_mount("/a\\040b"), "/a b");
         assert_eq!(unescape_mount("/plain"), "/plain");
         assert_eq!(unescape_mount("/trail\\04"), "/trail\\04");
+        // Found by cargo fuzz (tracefs_format): \777 overflowed a u8.
+        assert_eq!(unescape_mount("\\777x"), "\\777x");
     }
 }
