@@ -2,6 +2,7 @@
 //! Owns every step a newcomer or CI needs; each one installs what is missing
 //! and is quick when everything is already there.
 mod bootstrap;
+mod fuzz;
 mod vm;
 
 use std::{
@@ -20,6 +21,7 @@ commands:
   test               build, then run the whole test suite (as root: kernel tests included),
                      then the kernel tests on Debian's 6.1 and 6.12 kernels (vm-test)
   vm-test [ARGS]     the kernel tests under qemu on 6.1 and 6.12, per backend (--help)
+  fuzz [SECONDS]     run every cargo-fuzz target for SECONDS each (default 30; installs cargo-fuzz)
 ";
 
 fn main() -> ExitCode {
@@ -59,6 +61,10 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         "test" => {
             test(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "fuzz" => {
+            fuzz::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "vm-test" => {
@@ -103,6 +109,7 @@ fn build() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     build()?;
+    bootstrap::ensure_commands(bootstrap::TEST_COMMANDS)?;
     bootstrap::prepare_kernel_env();
     let mut c = cargo();
     c.args(["test", "--release", "--workspace"]);
@@ -110,6 +117,8 @@ fn test(extra: &[String]) -> Result<()> {
     // Kernel tests share the machine's kernel; a few at a time keeps 2 cores responsive.
     c.env("RUST_TEST_THREADS", std::env::var("RUST_TEST_THREADS").unwrap_or_else(|_| "2".into()));
     check(c)?;
+    // A short fuzz pass over every parser (the full one is `cargo xtask fuzz`).
+    fuzz::run(&["10".to_string()])?;
     // The same kernel tests on Debian's 6.1 and 6.12 kernels, per probe backend.
     vm::run(&[])
 }
