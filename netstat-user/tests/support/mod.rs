@@ -1,0 +1,202 @@
+//! Shared helpers for the kernel tests: run the real `netstat --stream
+//! --json` and the `netstat-load` workload, collect and filter events.
+#![allow(dead_code)]
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn netstat_bin() -> String {
+    std::env::var("NETSTAT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_netstat").to_string())
+}
+
+pub fn load_bin() -> String {
+    std::env::var("NETSTAT_LOAD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_netstat-load").to_string())
+}
+
+/// The backend the suite runs with (the VM matrix sets it per run).
+pub fn backend() -> String {
+    std::env::var("NETSTAT_TEST_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// A unique, distinctive process name (comm holds 15 bytes).
+pub fn name(prefix: &str) -> String {
+    let n = std::process::id() % 10000;
+    let t = Instant::now().elapsed().subsec_nanos() % 100;
+    let mut s = format!("{prefix}{n}{t}");
+    s.truncate(15);
+    s
+}
+
+/// A running `netstat --stream --json`, its events collected by a thread.
+pub struct Stream {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    reader: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Stream {
+    pub fn start(extra: &[&str]) -> Stream {
+        let mut child = Command::new(netstat_bin())
+            .args(["--stream", "--json", "--backend", &backend()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netstat --stream");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let ev = events.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("netstat printed a line that is not JSON ({e}): {line:?}"));
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                s.push_str(&line);
+                s.push('\n');
+            }
+            s
+        });
+        let mut s = Stream { child, events, reader: Some(reader), stderr: Some(stderr) };
+        s.wait_ready();
+        s
+    }
+
+    /// Attaching takes a moment: make marked UDP binds until one is seen.
+    fn wait_ready(&mut self) {
+        let marker = name("ready");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let err = self.stderr.take().unwrap().join().unwrap();
+                panic!("netstat --stream exited early ({status}): {err}");
+            }
+            let _ = Command::new(load_bin())
+                .args(["udp", "--name", &marker, "--bind", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(100));
+            if self.events().iter().any(|e| e["comm"] == marker.as_str()) {
+                return;
+            }
+        }
+        panic!("netstat --stream saw none of our marker events within 20 s");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Wait until `pred` holds over the events so far (or time out).
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.events.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pred(&self.events.lock().unwrap())
+    }
+
+    /// Stop with `signal`, return (exit status, all events, stderr).
+    pub fn stop_with(mut self, signal: i32) -> (std::process::ExitStatus, Vec<Value>, String) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("netstat did not exit within 15 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.reader.take().unwrap().join().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        let events = self.events.lock().unwrap().clone();
+        (status, events, err)
+    }
+
+    pub fn stop(self) -> Vec<Value> {
+        let (status, events, err) = self.stop_with(libc::SIGTERM);
+        assert!(status.success(), "netstat --stream exited with {status}: {err}");
+        events
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `netstat-load ARGS`, return its JSON output lines.
+pub fn load(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(load_bin()).args(args).output().expect("run netstat-load");
+    assert!(
+        out.status.success(),
+        "netstat-load {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("netstat-load printed non-JSON {l:?}: {e}")))
+        .collect()
+}
+
+pub fn pid_of(v: &Value) -> u32 {
+    v["pid"].as_u64().expect("pid") as u32
+}
+
+/// Events about one connection seen from one end, in order.
+pub fn for_tuple<'a>(events: &'a [Value], local: &str, remote: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["local"] == local && e["remote"] == remote)
+        .collect()
+}
+
+/// Show the events that came closest, for a failure message.
+pub fn closest(events: &[Value], needle: &str) -> String {
+    let port = needle.rsplit(':').next().unwrap_or(needle).to_string();
+    let near: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}")))
+                || e["remote"].as_str().is_some_and(|r| r.ends_with(&format!(":{port}")))
+        })
+        .take(20)
+        .map(|e| e.to_string())
+        .collect();
+    if near.is_empty() {
+        format!("no event mentions port {port}; {} events in all", events.len())
+    } else {
+        near.join("\n")
+    }
+}
+
+pub fn transition(e: &Value) -> String {
+    format!("{}->{}", e["old_state"].as_str().unwrap_or("?"), e["new_state"].as_str().unwrap_or("?"))
+}

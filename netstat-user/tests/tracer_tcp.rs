@@ -1,0 +1,136 @@
+//! Kernel tests: real loopback TCP connections between a server and a client
+//! process with distinctive names; both ends' transitions must carry the
+//! right PID and comm, including the server side that runs in softirq.
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+struct Conn {
+    local: String,
+    remote: String,
+}
+
+fn run_pair(addr: &str, count: usize) {
+    let stream = Stream::start(&[]);
+    let (srv, cli) = (name("tsrv"), name("tcli"));
+    let out = load(&[
+        "pair", "--server-name", &srv, "--client-name", &cli, "--addr", addr,
+        "--count", &count.to_string(), "--hold-ms", "0",
+    ]);
+    let server_pid = out.iter().find(|v| v["role"] == "server").map(pid_of).expect("server line");
+    let client_pid = out.iter().find(|v| v["role"] == "client").map(pid_of).expect("client line");
+    let conns: Vec<Conn> = out
+        .iter()
+        .filter(|v| v.get("conn").is_some())
+        .map(|v| Conn {
+            local: v["local"].as_str().unwrap().to_string(),
+            remote: v["remote"].as_str().unwrap().to_string(),
+        })
+        .collect();
+    assert_eq!(conns.len(), count, "netstat-load made {} connections", conns.len());
+    let all_closed = |ev: &[Value]| {
+        conns.iter().all(|c| {
+            let fin = |l: &str, r: &str| {
+                ev.iter().any(|e| e["local"] == l && e["remote"] == r && e["new_state"] == "CLOSED")
+            };
+            fin(&c.local, &c.remote) && fin(&c.remote, &c.local)
+        })
+    };
+    stream.wait_for(Duration::from_secs(10), all_closed);
+    let events = stream.stop();
+
+    let mut short_lived = 0;
+    for c in &conns {
+        // Client end: runs in the client's syscalls and in softirq.
+        let client = for_tuple(&events, &c.local, &c.remote);
+        let states: Vec<String> = client.iter().filter(|e| e["type"] == "tcp_state").map(|e| transition(e)).collect();
+        assert!(
+            states.len() >= 3
+                && states[0] == "SYN_SENT->ESTABLISHED"
+                && states[1] == "ESTABLISHED->FIN_WAIT_1"
+                && states.last().unwrap().ends_with("->CLOSED"),
+            "client end {} -> {}: transitions {states:?}\n{}",
+            c.local, c.remote, closest(&events, &c.local)
+        );
+        for e in &client {
+            assert_eq!(e["pid"], client_pid, "client event attributed to the wrong process: {e}");
+            assert_eq!(e["comm"], cli.as_str(), "client event with the wrong comm: {e}");
+        }
+        // CLOSED->SYN_SENT happens before the port is chosen: find it by socket.
+        let sock = &client[0]["sock"];
+        assert!(
+            events.iter().any(|e| e["sock"] == *sock
+                && transition(e) == "CLOSED->SYN_SENT"
+                && e["remote"] == c.remote.as_str()
+                && e["pid"] == client_pid
+                && e["comm"] == cli.as_str()),
+            "no attributed CLOSED->SYN_SENT for {} -> {}\n{}",
+            c.local, c.remote, closest(&events, &c.remote)
+        );
+        let last = client.last().unwrap();
+        if last["duration_ns"].as_u64().is_some_and(|d| d < 1_000_000) {
+            short_lived += 1;
+        }
+
+        // Server end: the accepted socket; SYN_RECEIVED and ESTABLISHED run
+        // in softirq while the client is on the CPU.
+        let server = for_tuple(&events, &c.remote, &c.local);
+        let states: Vec<String> = server.iter().filter(|e| e["type"] == "tcp_state").map(|e| transition(e)).collect();
+        assert_eq!(
+            states,
+            ["LISTENING->SYN_RECEIVED", "SYN_RECEIVED->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSED"],
+            "server end {} -> {}\n{}",
+            c.remote, c.local, closest(&events, &c.local)
+        );
+        assert!(
+            server.iter().any(|e| e["type"] == "tcp_accept"),
+            "no tcp_accept for {} -> {}\n{}",
+            c.remote, c.local, closest(&events, &c.local)
+        );
+        for e in &server {
+            assert_eq!(e["pid"], server_pid, "server event attributed to the wrong process: {e}");
+            assert_eq!(e["comm"], srv.as_str(), "server event with the wrong comm: {e}");
+        }
+        assert_eq!(server[0]["owner"], "listener", "pre-accept owner should come from the listener: {}", server[0]);
+    }
+    assert!(short_lived > 0, "no connection lived under 1 ms; the test did not cover short-lived connections");
+}
+
+#[test]
+fn tcp_ipv4_both_ends_attributed() {
+    run_pair("127.0.0.1", 50);
+}
+
+#[test]
+fn tcp_ipv6_both_ends_attributed() {
+    run_pair("::1", 50);
+}
+
+#[test]
+fn text_stream_names_the_owner() {
+    let mut child = std::process::Command::new(netstat_bin())
+        .args(["--stream", "--backend", &backend(), "--duration", "6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (srv, cli) = (name("xsrv"), name("xcli"));
+    let out = load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "3"]);
+    let server_pid = out.iter().find(|v| v["role"] == "server").map(pid_of).unwrap();
+    let text = {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(child.wait().unwrap().success());
+    let line = text
+        .lines()
+        .find(|l| l.contains("SYN_RECEIVED -> ESTABLISHED") && l.contains(&srv))
+        .unwrap_or_else(|| panic!("no server-side ESTABLISHED line for {srv}:\n{text}"));
+    assert!(line.contains(&server_pid.to_string()), "{line}");
+    assert!(line.contains("tcp"), "{line}");
+}
