@@ -266,7 +266,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
         }
         if stop {
             // What is already in the ring was seen by the kernel: print it.
-            tracer.next_batch(&mut batch).await?;
+            tracer.finish(&mut batch);
         }
         for rec in batch.drain(..) {
             match &rec {

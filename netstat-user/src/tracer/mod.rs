@@ -68,6 +68,10 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     lost_seen: [u64; lost::COUNT as usize],
+    /// fds of our loaded programs, for their `recursion_misses` counters.
+    prog_fds: Vec<i32>,
+    recursion_seen: u64,
+    recursion_checked: std::time::Instant,
     pub report: Vec<HookReport>,
     /// Holds programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
@@ -145,10 +149,17 @@ impl Tracer {
         #[allow(deprecated)]
         let ring = AsyncFd::with_interest(ring, Interest::READABLE)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+        let prog_fds = ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
+            .collect();
         Ok(Tracer {
             ring,
             lost,
             lost_seen: [0; lost::COUNT as usize],
+            prog_fds,
+            recursion_seen: 0,
+            recursion_checked: std::time::Instant::now(),
             report,
             _ebpf: ebpf,
             clock_offset_ns: realtime_offset_ns(),
@@ -168,8 +179,40 @@ impl Tracer {
         n
     }
 
+    /// Invocations the kernel skipped because a BPF program was already
+    /// running on that CPU (`recursion_misses` of each of our programs).
+    fn recursion_misses(&self) -> u64 {
+        self.prog_fds
+            .iter()
+            .filter_map(|fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())
+            .filter_map(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("recursion_misses:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
+
+    /// Drain what is left and every counter, unthrottled (before exiting).
+    pub fn finish(&mut self, out: &mut Vec<Record>) {
+        self.drain(out);
+        self.recursion_checked -= Duration::from_secs(1);
+        self.collect_lost(out);
+    }
+
     /// New drop counts since the last call, as `Lost` records.
     pub fn collect_lost(&mut self, out: &mut Vec<Record>) {
+        // fdinfo reads are cheap but not free: a few times a second is plenty.
+        let misses = if self.recursion_checked.elapsed() >= Duration::from_millis(200) {
+            self.recursion_checked = std::time::Instant::now();
+            self.recursion_misses()
+        } else {
+            self.recursion_seen
+        };
+        if misses > self.recursion_seen {
+            out.push(Record::Lost { reason: "recursion", count: misses - self.recursion_seen });
+            self.recursion_seen = misses;
+        }
         for (idx, reason) in [
             (lost::RING_FULL, "ring_full"),
             (lost::OWNERS_FULL, "owner_map_full"),
