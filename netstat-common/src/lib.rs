@@ -205,7 +205,9 @@ pub struct KernelOffsets {
     // struct tcp_sock
     pub tcp_bytes_acked: u32,
     pub tcp_bytes_received: u32,
-    pub _pad: u32,
+    /// `sock.__sk_common.skc_state` (1 byte): the old state for the fentry
+    /// and kprobe forms of the TCP state hook (took the former padding slot).
+    pub sk_state: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
 
@@ -244,7 +246,7 @@ impl KernelOffsets {
             net_ns_inum: u,
             tcp_bytes_acked: u,
             tcp_bytes_received: u,
-            _pad: 0,
+            sk_state: u,
         }
     }
 }

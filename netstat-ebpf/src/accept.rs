@@ -1,7 +1,7 @@
 //! accept()/accept4() return in the accepting process: the returned fd is
 //! resolved to its `struct sock`, whose owner becomes the acceptor.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use netstat_common::{IPPROTO_TCP, flags, kind};
+use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind};
 
 use crate::{
     OWNERS,
@@ -26,7 +26,14 @@ fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let sk = sock_of_fd(fd, &o)?;
-    let tuple = read_tuple(sk, &o)?;
+    on_accept(sk, &o)
+}
+
+/// The acceptor becomes the owner of the accepted socket `sk`; shared with
+/// the fexit/kretprobe forms on inet_csk_accept (fentry.rs, kprobe.rs).
+#[inline(always)]
+pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
+    let tuple = read_tuple(sk, o)?;
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
@@ -40,7 +47,7 @@ fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if OWNERS.insert(&sk, &owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
-    let (_, netns) = net_of(sk, &o);
+    let (_, netns) = net_of(sk, o);
     let b = Body {
         kind: kind::TCP_ACCEPT,
         flags: flags::OWNER_CURRENT,

@@ -7,6 +7,8 @@
 
 mod accept;
 mod emit;
+mod fentry;
+mod kprobe;
 mod sock;
 mod state;
 mod udp;

@@ -48,8 +48,17 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let old: u32 = field::<i32>(ctx, o.tp_oldstate)? as u32;
     let new: u32 = field::<i32>(ctx, o.tp_newstate)? as u32;
     let tuple = read_tuple(ctx, &o, protocol)?;
+    on_transition(sk, old, new, tuple, &o);
+    Ok(())
+}
+
+/// Everything a TCP transition does once its socket, states and tuple are
+/// known; shared with the fentry and kprobe forms (fentry.rs, kprobe.rs), so
+/// the events are the same whichever hook saw the transition.
+#[inline(always)]
+pub fn on_transition(sk: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffsets) {
     let t = now();
-    let (net, netns) = net_of(sk, &o);
+    let (net, netns) = net_of(sk, o);
 
     let (owner, src) = resolve_owner(sk, net, old, new, &tuple, t);
 
@@ -87,7 +96,6 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    Ok(())
 }
 
 #[inline(always)]
@@ -102,6 +110,8 @@ fn remember(sk: u64, owner: &Owner) {
     }
 }
 
+// Inlined: it takes more arguments than a BPF-to-BPF call can pass.
+#[inline(always)]
 fn resolve_owner(sk: u64, net: u64, old: u32, new: u32, tuple: &Tuple, t: u64) -> (Owner, u32) {
     // A fresh socket leaving CLOSE: (re)start its record.
     if old == CLOSE && (new == SYN_SENT || new == LISTEN) {

@@ -71,8 +71,14 @@ fn post_bind(ctx: &SockContext, family: u16) {
         tuple.saddr[8..12].copy_from_slice(&ip6[2].to_ne_bytes());
         tuple.saddr[12..16].copy_from_slice(&ip6[3].to_ne_bytes());
     }
+    on_explicit_bind(ctx.as_ptr() as u64, tuple);
+}
+
+/// A successful bind() of UDP socket `sk`, in the binder's syscall; shared
+/// with the fexit/kretprobe forms on inet_bind/inet6_bind.
+#[inline(always)]
+pub fn on_explicit_bind(sk: u64, tuple: Tuple) {
     let t = now();
-    let sk = ctx.as_ptr() as u64;
     let _ = UDP_UNBOUND.remove(&sk);
     emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, tuple, t));
 }

@@ -611,6 +611,13 @@ impl<W: Write> Cpio<W> {
         self.entry(path, 0o100000 | mode, (0, 0), data)
     }
 
+    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        if let Some((parent, _)) = path.trim_matches('/').rsplit_once('/') {
+            self.dir(parent)?;
+        }
+        self.entry(path, 0o120777, (0, 0), target.as_bytes())
+    }
+
     fn host_file(&mut self, guest: &str, host: &Path, mode: u32) -> Result<()> {
         let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
         self.file(guest, mode, &data)
@@ -631,7 +638,7 @@ fn write_initramfs(path: &Path, bins: &StaticBins, o: &Options) -> Result<()> {
     }
     c.entry("dev/console", 0o020600, (5, 1), &[])?;
     c.host_file("bin/busybox", Path::new("/bin/busybox"), 0o755)?;
-    c.entry("bin/sh", 0o120777, (0, 0), b"busybox")?;
+    c.symlink("bin/sh", "busybox")?;
     c.file("init", 0o755, INIT.as_bytes())?;
     c.file("etc/netstat-test-args", 0o644, o.test_args.join("\n").as_bytes())?;
     if let Some(cmd) = &o.exec {
@@ -639,6 +646,10 @@ fn write_initramfs(path: &Path, bins: &StaticBins, o: &Options) -> Result<()> {
     }
     c.host_file("bin/netstat", &bins.netstat, 0o755)?;
     c.host_file("bin/netstat-load", &bins.netstat_load, 0o755)?;
+    // Also where cargo built them: tests that use env!("CARGO_BIN_EXE_*")
+    // directly find them there.
+    c.symlink(&bins.netstat.to_string_lossy(), "/bin/netstat")?;
+    c.symlink(&bins.netstat_load.to_string_lossy(), "/bin/netstat-load")?;
     for (name, exe) in &bins.tests {
         c.host_file(&format!("tests/{name}"), exe, 0o755)?;
     }

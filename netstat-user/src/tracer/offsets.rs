@@ -22,6 +22,8 @@ pub const SOCK: &str = "struct sock";
 pub const FD_WALK: &str = "fd to socket walk";
 pub const STATE_TP: &str = "sock:inet_sock_set_state format";
 pub const SYS_EXIT: &str = "syscalls:sys_exit_* format";
+/// The socket's state byte, read by the fentry/kprobe forms of tcp_state.
+pub const SK_STATE: &str = "struct sock state";
 
 pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) -> Resolved {
     let mut o = KernelOffsets::unknown();
@@ -50,6 +52,10 @@ pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) 
     }
     o.tcp_bytes_acked = btf.member_sized("tcp_sock.bytes_acked", 8).unwrap_or(OFFSET_UNKNOWN);
     o.tcp_bytes_received = btf.member_sized("tcp_sock.bytes_received", 8).unwrap_or(OFFSET_UNKNOWN);
+    match btf.member_sized("sock.__sk_common.skc_state", 1) {
+        Ok(off) => o.sk_state = off,
+        Err(e) => missing.push((SK_STATE, e.to_string())),
+    }
 
     let walk = (|| -> Result<(), String> {
         let m = |p: &str, w: u32| btf.member_sized(p, w).map_err(|e| e.to_string());

@@ -9,8 +9,8 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
-    programs::{CgroupSock, CgroupSockAddr, TracePoint, links::CgroupAttachMode},
+    Btf as AyaBtf, Ebpf, Endianness,
+    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, TracePoint, links::CgroupAttachMode},
 };
 use netstat_common::KernelOffsets;
 
@@ -48,7 +48,36 @@ struct Hook {
     tracepoints: &'static [(&'static str, &'static str, &'static str)],
     /// cgroup programs (sock or sock_addr), attached to the cgroup v2 root.
     cgroup: &'static [&'static str],
+    /// The kernel-function forms (fentry.rs, kprobe.rs), each a complete
+    /// replacement for `tracepoints` + `cgroup`, with what they need.
+    fentry: &'static [Probe],
+    kprobe: &'static [Probe],
+    probe_needs: &'static [Need],
+    /// Under `--backend auto`, try fentry, then kprobe, before the
+    /// tracepoint/cgroup form (otherwise after it).
+    prefer_probes: bool,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ProbeKind {
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+}
+
+/// (program, kind, kernel function)
+type Probe = (&'static str, ProbeKind, &'static str);
+
+/// Which form of a hook an attempt uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Form {
+    Classic,
+    Fentry,
+    Kprobe,
+}
+
+use ProbeKind::{Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP};
 
 const HOOKS: &[Hook] = &[
     Hook {
@@ -57,6 +86,21 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Tracefs, Need::Offsets(offsets::STATE_TP)],
         tracepoints: &[("inet_sock_set_state", "sock", "inet_sock_set_state")],
         cgroup: &[],
+        // The tracepoint sees every transition in one hook; tcp_set_state
+        // misses LISTEN and a child's SYN_RECV, which need two more.
+        fentry: &[
+            ("fentry_tcp_set_state", FEN, "tcp_set_state"),
+            ("fentry_inet_csk_listen_start", FEN, "inet_csk_listen_start"),
+            ("fexit_inet_csk_clone_lock", FEX, "inet_csk_clone_lock"),
+        ],
+        kprobe: &[
+            ("kprobe_tcp_set_state", KP, "tcp_set_state"),
+            ("kprobe_inet_csk_listen_start", KP, "inet_csk_listen_start"),
+            ("kprobe_inet_csk_clone_lock", KP, "inet_csk_clone_lock"),
+            ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
+        ],
+        probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
+        prefer_probes: false,
     },
     Hook {
         name: "tcp_accept",
@@ -67,6 +111,11 @@ const HOOKS: &[Hook] = &[
             ("sys_exit_accept", "syscalls", "sys_exit_accept"),
         ],
         cgroup: &[],
+        // The accepted socket comes straight back: no fd walk, no syscall filter.
+        fentry: &[("fexit_inet_csk_accept", FEX, "inet_csk_accept")],
+        kprobe: &[("kretprobe_inet_csk_accept", KRP, "inet_csk_accept")],
+        probe_needs: &[Need::Offsets(offsets::SOCK)],
+        prefer_probes: true,
     },
     Hook {
         name: "udp_bind",
@@ -74,6 +123,17 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2],
         tracepoints: &[],
         cgroup: &["udp_post_bind4", "udp_post_bind6"],
+        // post_bind is exact and needs no offsets; the probes serve hosts
+        // without cgroup v2.
+        fentry: &[("fexit_inet_bind", FEX, "inet_bind"), ("fexit_inet6_bind", FEX, "inet6_bind")],
+        kprobe: &[
+            ("kprobe_inet_bind", KP, "inet_bind"),
+            ("kretprobe_inet_bind", KRP, "inet_bind"),
+            ("kprobe_inet_bind", KP, "inet6_bind"),
+            ("kretprobe_inet_bind", KRP, "inet6_bind"),
+        ],
+        probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::FD_WALK)],
+        prefer_probes: false,
     },
     Hook {
         name: "udp_connect",
@@ -81,6 +141,10 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Tracefs, Need::Offsets(offsets::SYS_EXIT), Need::Offsets(offsets::SOCK)],
         tracepoints: &[("sys_exit_udp", "syscalls", "sys_exit_connect")],
         cgroup: &["udp_connect4", "udp_connect6"],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
     },
     Hook {
         name: "udp_implicit_bind",
@@ -88,6 +152,10 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
         tracepoints: &[],
         cgroup: &["udp_sock_create", "udp_sendmsg4", "udp_sendmsg6"],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
     },
     Hook {
         name: "udp_close",
@@ -95,6 +163,10 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
         tracepoints: &[],
         cgroup: &["udp_sock_release"],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
     },
 ];
 
@@ -108,19 +180,14 @@ pub struct Prepared {
     resolved: offsets::Resolved,
     tracefs: Result<PathBuf, String>,
     cgroup2: Result<PathBuf, String>,
+    backend: Backend,
+    btf_path: PathBuf,
+    /// aya's parse of vmlinux BTF, which fentry/fexit loads need; parsed on
+    /// first use only (about 2 s on a slow machine).
+    aya_btf: std::cell::OnceCell<Result<AyaBtf, String>>,
 }
 
 pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
-    match opts.backend {
-        Backend::Auto | Backend::Tracepoint => {}
-        Backend::Fentry | Backend::Kprobe => {
-            return Err(EnvError(format!(
-                "backend {:?} is not available in this build: use --backend tracepoint",
-                opts.backend
-            ))
-            .into());
-        }
-    }
     let data = std::fs::read(&opts.btf_path).map_err(|e| {
         EnvError(format!(
             "no kernel BTF at {} ({e}): this kernel needs CONFIG_DEBUG_INFO_BTF for tracing",
@@ -143,6 +210,9 @@ pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
         resolved,
         tracefs,
         cgroup2: cgroup2_root(&opts.proc_root),
+        backend: opts.backend,
+        btf_path: opts.btf_path.clone(),
+        aya_btf: std::cell::OnceCell::new(),
     })
 }
 
@@ -191,6 +261,145 @@ fn unmet(p: &Prepared, needs: &[Need]) -> Option<String> {
         }
     }
     None
+}
+
+/// The forms to try for a hook, in order, under the chosen backend. A forced
+/// backend uses its own form where the hook has one, and nothing else.
+fn forms(h: &Hook, backend: Backend) -> Vec<Form> {
+    let has = |f: Form| match f {
+        Form::Classic => true,
+        Form::Fentry => !h.fentry.is_empty(),
+        Form::Kprobe => !h.kprobe.is_empty(),
+    };
+    let order: &[Form] = match backend {
+        Backend::Tracepoint => &[Form::Classic],
+        Backend::Fentry if has(Form::Fentry) => &[Form::Fentry],
+        Backend::Kprobe if has(Form::Kprobe) => &[Form::Kprobe],
+        Backend::Fentry | Backend::Kprobe => &[Form::Classic],
+        Backend::Auto if h.prefer_probes => &[Form::Fentry, Form::Kprobe, Form::Classic],
+        Backend::Auto => &[Form::Classic, Form::Fentry, Form::Kprobe],
+    };
+    order.iter().copied().filter(|f| has(*f)).collect()
+}
+
+fn probes(h: &Hook, form: Form) -> &'static [Probe] {
+    match form {
+        Form::Fentry => h.fentry,
+        Form::Kprobe => h.kprobe,
+        Form::Classic => &[],
+    }
+}
+
+fn probe_mechanism(probes: &[Probe]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (_, kind, func) in probes {
+        let k = match kind {
+            ProbeKind::Fentry => "fentry",
+            ProbeKind::Fexit => "fexit",
+            ProbeKind::Kprobe => "kprobe",
+            ProbeKind::Kretprobe => "kretprobe",
+        };
+        let p = format!("{k} {func}");
+        if !parts.contains(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(", ")
+}
+
+fn form_mechanism(h: &Hook, form: Form) -> String {
+    match form {
+        Form::Classic => mechanism(h),
+        f => probe_mechanism(probes(h, f)),
+    }
+}
+
+fn aya_btf(p: &Prepared) -> Result<&AyaBtf, String> {
+    p.aya_btf
+        .get_or_init(|| {
+            AyaBtf::parse_file(&p.btf_path, Endianness::default())
+                .map_err(|e| format!("parsing {} for fentry: {}", p.btf_path.display(), one_line(&e.to_string())))
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// A load refused before the verifier ran (no log) says so, rather than
+/// blaming the verifier: that is how kernels without trampolines answer.
+fn probe_load_error(prog: &str, e: aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } if verifier_log.to_string().trim().is_empty() => {
+            format!("the kernel refused to load {prog} ({io_error})")
+        }
+        other => load_error(prog, other),
+    }
+}
+
+/// Load (once) and attach the programs of a fentry or kprobe form.
+fn attach_probes(ebpf: &mut Ebpf, p: &Prepared, probes: &[Probe], loaded: &mut HashSet<&'static str>) -> Result<(), String> {
+    let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe");
+    if probes.iter().any(|(_, k, _)| matches!(k, ProbeKind::Kprobe | ProbeKind::Kretprobe)) && !kprobe_pmu.exists() {
+        return Err(format!("this kernel has no kprobes ({} is missing)", kprobe_pmu.display()));
+    }
+    for (prog, kind, func) in probes {
+        let program = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing from the object"))?;
+        let attach_err = |e: aya::programs::ProgramError| format!("attaching {prog} to {func}: {}", one_line(&format!("{:#}", anyhow::Error::from(e))));
+        match kind {
+            ProbeKind::Fentry => {
+                let f: &mut FEntry = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                if loaded.insert(prog) {
+                    f.load(func, aya_btf(p)?).map_err(|e| probe_load_error(prog, e))?;
+                }
+                f.attach().map_err(attach_err)?;
+            }
+            ProbeKind::Fexit => {
+                let f: &mut FExit = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                if loaded.insert(prog) {
+                    f.load(func, aya_btf(p)?).map_err(|e| probe_load_error(prog, e))?;
+                }
+                f.attach().map_err(attach_err)?;
+            }
+            ProbeKind::Kprobe | ProbeKind::Kretprobe => {
+                let k: &mut KProbe = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                if loaded.insert(prog) {
+                    k.load().map_err(|e| probe_load_error(prog, e))?;
+                }
+                k.attach(func, 0).map_err(attach_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undo a form that failed half-way, so a fallback never doubles events.
+fn unload(ebpf: &mut Ebpf, h: &Hook, form: Form, loaded: &mut HashSet<&'static str>) {
+    let names: Vec<&'static str> = match form {
+        Form::Classic => h.tracepoints.iter().map(|(p, _, _)| *p).chain(h.cgroup.iter().copied()).collect(),
+        f => probes(h, f).iter().map(|(p, _, _)| *p).collect(),
+    };
+    for name in names {
+        if !loaded.remove(name) {
+            continue;
+        }
+        let Some(program) = ebpf.program_mut(name) else { continue };
+        let _ = match program {
+            aya::programs::Program::TracePoint(x) => x.unload(),
+            aya::programs::Program::CgroupSock(x) => x.unload(),
+            aya::programs::Program::CgroupSockAddr(x) => x.unload(),
+            aya::programs::Program::FEntry(x) => x.unload(),
+            aya::programs::Program::FExit(x) => x.unload(),
+            aya::programs::Program::KProbe(x) => x.unload(),
+            _ => Ok(()),
+        };
+    }
+}
+
+fn form_name(form: Form) -> &'static str {
+    match form {
+        Form::Classic => "tracepoint/cgroup",
+        Form::Fentry => "fentry/fexit",
+        Form::Kprobe => "kprobe",
+    }
 }
 
 fn mechanism(h: &Hook) -> String {
@@ -260,17 +469,48 @@ pub fn attach(ebpf: &mut Ebpf, p: &Prepared) -> anyhow::Result<Vec<HookReport>> 
     let mut report = Vec::new();
     let mut loaded = HashSet::new();
     for h in HOOKS {
-        let status = match unmet(p, h.needs) {
-            Some(why) => HookStatus::Skipped(why),
-            None => match attach_hook(ebpf, p, h, &mut loaded) {
-                Ok(()) => HookStatus::Attached,
-                Err(why) => HookStatus::Skipped(why),
-            },
+        // Each form is tried in turn; what stopped the ones before the form
+        // used is kept for the report.
+        let mut passed_over: Vec<String> = Vec::new();
+        let mut chosen = None;
+        for form in forms(h, p.backend) {
+            let needs = if form == Form::Classic { h.needs } else { h.probe_needs };
+            let res = match unmet(p, needs) {
+                Some(why) => Err(why),
+                None => match form {
+                    Form::Classic => attach_hook(ebpf, p, h, &mut loaded),
+                    f => attach_probes(ebpf, p, probes(h, f), &mut loaded),
+                },
+            };
+            match res {
+                Ok(()) => {
+                    chosen = Some(form);
+                    break;
+                }
+                Err(why) => {
+                    unload(ebpf, h, form, &mut loaded);
+                    passed_over.push(format!("{}: {why}", form_name(form)));
+                }
+            }
+        }
+        let (mechanism, status) = match chosen {
+            Some(form) => {
+                let mut m = form_mechanism(h, form);
+                if !passed_over.is_empty() {
+                    m = format!("{m} (not {})", passed_over.join("; not "));
+                }
+                (m, HookStatus::Attached)
+            }
+            None => {
+                let tried: Vec<Form> = forms(h, p.backend);
+                let m = tried.iter().map(|f| form_mechanism(h, *f)).collect::<Vec<_>>().join(" | ");
+                (m, HookStatus::Skipped(passed_over.join("; ")))
+            }
         };
         if let (true, HookStatus::Skipped(why)) = (h.essential, &status) {
             return Err(EnvError(format!("cannot trace {}: {why}", h.name)).into());
         }
-        report.push(HookReport { hook: h.name, mechanism: mechanism(h), status });
+        report.push(HookReport { hook: h.name, mechanism, status });
     }
     Ok(report)
 }
@@ -296,10 +536,5 @@ pub fn print_report(report: &[HookReport], w: &mut impl Write) -> std::io::Resul
             }
         }
     }
-    writeln!(
-        w,
-        "{:<18} {:<8} fentry/fexit and kprobes are not built into this version; the tracepoint/cgroup path is used",
-        "(alternatives)", "-"
-    )?;
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! BTF trampoline (fentry/fexit) forms of the hooks, for kernels that have
+//! them. Each program only finds the socket and the states, then hands over
+//! to the shared handlers in state.rs, accept.rs and udp.rs: the events are
+//! the same as the tracepoint/cgroup path's, field for field.
+use aya_ebpf::{
+    macros::{fentry, fexit},
+    programs::{FEntryContext, FExitContext},
+};
+use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, tcp_state::*};
+
+use crate::{
+    accept::on_accept,
+    sock::{offsets, read, read_tuple},
+    state::on_transition,
+    udp::on_explicit_bind,
+};
+
+/// tcp_set_state(sk, state): the tracepoint fires inside it, after the same
+/// reads; at entry `sk_state` is still the old state.
+#[fentry(function = "tcp_set_state")]
+pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let new: i32 = ctx.arg(1);
+    let _ = tcp_set_state(sk, new as u32);
+    0
+}
+
+#[inline(always)]
+pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
+    let o = offsets();
+    let old: u8 = read(sk, o.sk_state)?;
+    let tuple = read_tuple(sk, &o)?;
+    if tuple.protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    on_transition(sk, old as u32, new, tuple, &o);
+    Ok(())
+}
+
+/// inet_csk_listen_start(sk) stores TCP_LISTEN without tcp_set_state (the
+/// tracepoint fires there, before the port is taken): CLOSE -> LISTEN.
+#[fentry(function = "inet_csk_listen_start")]
+pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = tcp_set_state(sk, LISTEN);
+    0
+}
+
+/// inet_csk_clone_lock(listener, req, prio) returns the child in SYN_RECV,
+/// set without tcp_set_state. The tracepoint fires while the child's
+/// fields are still the listener's: so the tuple is the listener's too.
+#[fexit(function = "inet_csk_clone_lock")]
+pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
+    let listener: u64 = ctx.arg(0);
+    if let Ok(child) = ctx.ret::<u64>() {
+        let _ = child_created(listener, child);
+    }
+    0
+}
+
+#[inline(always)]
+pub fn child_created(listener: u64, child: u64) -> Result<(), i64> {
+    if child == 0 {
+        return Ok(());
+    }
+    let o = offsets();
+    let tuple = read_tuple(listener, &o)?;
+    if tuple.protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    on_transition(child, LISTEN, SYN_RECV, tuple, &o);
+    Ok(())
+}
+
+/// inet_csk_accept returns the accepted socket, in the acceptor's context.
+/// Only the return value is read: the arguments changed in 6.10.
+#[fexit(function = "inet_csk_accept")]
+pub fn fexit_inet_csk_accept(ctx: FExitContext) -> u32 {
+    if let Ok(sk) = ctx.ret::<u64>() {
+        if sk != 0 {
+            let _ = on_accept(sk, &offsets());
+        }
+    }
+    0
+}
+
+/// inet_bind/inet6_bind(sock, uaddr, len): a successful explicit bind.
+#[fexit(function = "inet_bind")]
+pub fn fexit_inet_bind(ctx: FExitContext) -> u32 {
+    let sock: u64 = ctx.arg(0);
+    if let Ok(0) = ctx.ret::<i32>() {
+        let _ = bound(sock);
+    }
+    0
+}
+
+#[fexit(function = "inet6_bind")]
+pub fn fexit_inet6_bind(ctx: FExitContext) -> u32 {
+    let sock: u64 = ctx.arg(0);
+    if let Ok(0) = ctx.ret::<i32>() {
+        let _ = bound(sock);
+    }
+    0
+}
+
+/// `struct socket *` -> its sock; a UDP bind as the post_bind hook reports it.
+#[inline(always)]
+pub fn bound(sock: u64) -> Result<(), i64> {
+    let o = offsets();
+    let sk: u64 = read(sock, o.socket_sk)?;
+    let mut tuple = read_tuple(sk, &o)?;
+    if tuple.protocol != IPPROTO_UDP {
+        return Ok(());
+    }
+    tuple.dport = 0;
+    tuple.daddr = [0; 16];
+    on_explicit_bind(sk, tuple);
+    Ok(())
+}
