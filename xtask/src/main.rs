@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap the toolchain, build, run, test, bench.
 //! Owns every step a newcomer or CI needs; each one installs what is missing
 //! and is quick when everything is already there.
+mod bench;
 mod bootstrap;
 mod fuzz;
 mod vm;
@@ -22,6 +23,7 @@ commands:
                      then the kernel tests on Debian's 6.1 and 6.12 kernels (vm-test)
   vm-test [ARGS]     the kernel tests under qemu on 6.1 and 6.12, per backend (--help)
   fuzz [SECONDS]     run every cargo-fuzz target for SECONDS each (default 30; installs cargo-fuzz)
+  bench [ARGS]       the benchmark figures of issue 6 side by side; writes bench/RESULTS.md (--help)
 ";
 
 fn main() -> ExitCode {
@@ -65,6 +67,10 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         "fuzz" => {
             fuzz::run(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "bench" => {
+            bench::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "vm-test" => {

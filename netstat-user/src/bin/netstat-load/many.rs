@@ -4,6 +4,7 @@
 use std::{
     io::Write,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
@@ -108,14 +109,18 @@ fn hold_share(first: u64, count: u64) -> Result<Vec<TcpStream>> {
             let li = (g % LISTENERS as u64) as usize;
             let host = 1 + ((g / LISTENERS as u64) % 250) as u8;
             let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
-            let s = sys::tcp_connect_from(Some(&src), &dsts[li], false)
+            // SO_LINGER 0 on both ends: when the holder goes, its sockets
+            // reset instead of filling the TIME_WAIT table for the next run.
+            let s = sys::tcp_connect_from(Some(&src), &dsts[li], true)
                 .with_context(|| format!("connection {} from {src} to {}", g, dsts[li]))?;
             conns.push(s);
             pending[li] += 1;
         }
         for (l, k) in listeners.iter().zip(pending) {
             for _ in 0..k {
-                conns.push(l.accept().context("accept")?.0);
+                let s = l.accept().context("accept")?.0;
+                sys::linger_zero(s.as_raw_fd())?;
+                conns.push(s);
             }
         }
         i += n;

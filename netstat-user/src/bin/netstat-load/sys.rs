@@ -239,19 +239,24 @@ pub fn tcp_connect_from(src: Option<&SocketAddr>, dst: &SocketAddr, rst: bool) -
         bind(raw, src)?;
     }
     if rst {
-        let l = libc::linger { l_onoff: 1, l_linger: 0 };
-        check(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &l as *const _ as *const libc::c_void,
-                size_of::<libc::linger>() as libc::socklen_t,
-            )
-        })?;
+        linger_zero(raw)?;
     }
     connect(raw, dst)?;
     Ok(TcpStream::from(fd))
+}
+
+/// SO_LINGER 0: close() resets the connection, leaving no TIME_WAIT.
+pub fn linger_zero(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const _ as *const libc::c_void,
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
 }
 
 pub fn sleep_until(deadline: std::time::Instant) {
