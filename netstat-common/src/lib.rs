@@ -208,8 +208,13 @@ pub struct KernelOffsets {
     /// `sock.__sk_common.skc_state` (1 byte): the old state for the fentry
     /// and kprobe forms of the TCP state hook (took the former padding slot).
     pub sk_state: u32,
+    /// `inet_sock.inet_sport` / `inet_saddr`: what the tracepoint reports as
+    /// the local end. `skc_num` is already 0 when a socket reaches CLOSE
+    /// (inet_put_port runs before the state is stored and traced).
+    pub inet_sport: u32,
+    pub inet_saddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
@@ -247,6 +252,8 @@ impl KernelOffsets {
             tcp_bytes_acked: u,
             tcp_bytes_received: u,
             sk_state: u,
+            inet_sport: u,
+            inet_saddr: u,
         }
     }
 }

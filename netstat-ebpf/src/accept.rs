@@ -37,6 +37,8 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
+    let (_, netns) = net_of(sk, o);
+    crate::state::flush_pending_syn_recv(sk, &tuple, netns);
     let t = now();
     let mut owner = current_owner(t);
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
@@ -47,7 +49,6 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     if OWNERS.insert(&sk, &owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
-    let (_, netns) = net_of(sk, o);
     let b = Body {
         kind: kind::TCP_ACCEPT,
         flags: flags::OWNER_CURRENT,

@@ -54,6 +54,21 @@ pub fn read_tuple(sk: u64, o: &KernelOffsets) -> Result<Tuple, i64> {
     Ok(t)
 }
 
+/// The tuple as `sock:inet_sock_set_state` reports it: the local end from
+/// `inet_sock` (inet_sport, inet_saddr), which survive the unhashing that
+/// zeroes `skc_num` before a socket's CLOSE is traced.
+#[inline(always)]
+pub fn read_state_tuple(sk: u64, o: &KernelOffsets) -> Result<Tuple, i64> {
+    let mut t = read_tuple(sk, o)?;
+    let sport_be: u16 = read(sk, o.inet_sport)?;
+    t.sport = u16::from_be(sport_be);
+    if t.family == AF_INET {
+        let s: [u8; 4] = read(sk, o.inet_saddr)?;
+        t.saddr[..4].copy_from_slice(&s);
+    }
+    Ok(t)
+}
+
 /// `struct net *` of a socket (identity only) and its namespace inode.
 #[inline(always)]
 pub fn net_of(sk: u64, o: &KernelOffsets) -> (u64, u32) {

@@ -40,6 +40,8 @@ pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) 
         o.sk_v6_daddr = m("sock.__sk_common.skc_v6_daddr", 16)?;
         o.sk_protocol = m("sock.sk_protocol", 2)?;
         o.sk_type = m("sock.sk_type", 2)?;
+        o.inet_sport = m("inet_sock.inet_sport", 2)?;
+        o.inet_saddr = m("inet_sock.inet_saddr", 4)?;
         Ok(())
     })();
     if let Err(e) = sock {

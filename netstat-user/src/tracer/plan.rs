@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     Btf as AyaBtf, Ebpf, Endianness,
-    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, TracePoint, links::CgroupAttachMode},
+    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, RawTracePoint, TracePoint, links::CgroupAttachMode},
 };
 use netstat_common::KernelOffsets;
 
@@ -77,14 +77,19 @@ enum Form {
     Kprobe,
 }
 
+/// Category of a raw tracepoint in `Hook::tracepoints`.
+const RAW: &str = "raw";
+
 use ProbeKind::{Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP};
 
 const HOOKS: &[Hook] = &[
     Hook {
         name: "tcp_state",
         essential: true,
-        needs: &[Need::Tracefs, Need::Offsets(offsets::STATE_TP)],
-        tracepoints: &[("inet_sock_set_state", "sock", "inet_sock_set_state")],
+        // A raw tracepoint ("raw" category): no tracefs needed, and not
+        // skipped when another BPF program runs on the CPU (see state.rs).
+        needs: &[Need::Offsets(offsets::SOCK)],
+        tracepoints: &[("inet_sock_set_state", RAW, "inet_sock_set_state")],
         cgroup: &[],
         // The tracepoint sees every transition in one hook; tcp_set_state
         // misses LISTEN and a child's SYN_RECV, which need two more.
@@ -384,6 +389,7 @@ fn unload(ebpf: &mut Ebpf, h: &Hook, form: Form, loaded: &mut HashSet<&'static s
         let Some(program) = ebpf.program_mut(name) else { continue };
         let _ = match program {
             aya::programs::Program::TracePoint(x) => x.unload(),
+            aya::programs::Program::RawTracePoint(x) => x.unload(),
             aya::programs::Program::CgroupSock(x) => x.unload(),
             aya::programs::Program::CgroupSockAddr(x) => x.unload(),
             aya::programs::Program::FEntry(x) => x.unload(),
@@ -406,7 +412,7 @@ fn mechanism(h: &Hook) -> String {
     let mut parts: Vec<String> = h
         .tracepoints
         .iter()
-        .map(|(_, c, n)| format!("tracepoint {c}:{n}"))
+        .map(|(_, c, n)| if *c == RAW { format!("raw tracepoint {n}") } else { format!("tracepoint {c}:{n}") })
         .collect();
     parts.extend(h.cgroup.iter().map(|p| format!("cgroup {}", p.trim_start_matches("udp_"))));
     parts.join(", ")
@@ -427,11 +433,16 @@ fn load_error(prog: &str, e: aya::programs::ProgramError) -> String {
 
 fn attach_hook(ebpf: &mut Ebpf, p: &Prepared, h: &Hook, loaded: &mut HashSet<&'static str>) -> Result<(), String> {
     for (prog, cat, name) in h.tracepoints {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("program {prog} missing from the object"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
+        let program = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing from the object"))?;
+        if *cat == RAW {
+            let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+            if loaded.insert(prog) {
+                tp.load().map_err(|e| load_error(prog, e))?;
+            }
+            tp.attach(name).map_err(|e| format!("attaching raw tracepoint {name}: {}", one_line(&e.to_string())))?;
+            continue;
+        }
+        let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
         if loaded.insert(prog) {
             tp.load().map_err(|e| load_error(prog, e))?;
         }
