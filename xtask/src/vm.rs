@@ -22,7 +22,7 @@ const KERNELS: &[KernelSpec] = &[
     KernelSpec { series: "6.1", meta: "linux-image-amd64" },
     KernelSpec { series: "6.12", meta: "linux-image-6.12-amd64" },
 ];
-const DEFAULT_BACKENDS: &[&str] = &["auto", "tracepoint"];
+const DEFAULT_BACKENDS: &[&str] = &["auto", "tracepoint", "fentry", "kprobe"];
 const BACKENDS: &[&str] = &["auto", "tracepoint", "fentry", "kprobe"];
 /// Hard limit on one boot (boot, all test binaries, power-off).
 const DEFAULT_TIMEOUT_SECS: u64 = 900;
@@ -61,7 +61,8 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         kernels: Vec::new(),
         backends: Vec::new(),
-        jobs: 1,
+        // Each VM is one host thread (see boot): two at a time fill 2 cores.
+        jobs: 2,
         smp: 2,
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         test_args: Vec::new(),
@@ -179,6 +180,13 @@ pub fn run(args: &[String]) -> Result<()> {
             "  {:<24} {:<10} {:>6.1} s  {:>3} passed {:>3} failed  {verdict}",
             k.release, b, r.wall.as_secs_f64(), r.passed, r.failed
         );
+    }
+    println!("\nprobe plan per kernel and backend (--probe-report in the guest):");
+    for (i, r) in &results {
+        let (k, b) = runs[*i];
+        for line in &r.probe_report {
+            println!("  {:<24} {:<10} {line}", k.release, b);
+        }
     }
     println!(
         "vm-test wall time: {:.0} s (static build {:.0} s, VMs {:.0} s, {} job(s), -smp {})",
@@ -532,8 +540,11 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpffs /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
-export NETSTAT_BIN=/bin/netstat NETSTAT_LOAD_BIN=/bin/netstat-load
+# NETSTAT_TEST_VM: the guest CPU is emulated (about 5x slower than the host).
+export NETSTAT_BIN=/bin/netstat NETSTAT_LOAD_BIN=/bin/netstat-load NETSTAT_TEST_VM=1
 echo "netstat-vm: kernel $(uname -r), backend ${NETSTAT_TEST_BACKEND:-auto}, $(nproc) cpu(s)"
+[ -z "$NETSTAT_VM_SELFTEST" ] && [ ! -x /etc/netstat-vm-exec ] &&
+  /bin/netstat --probe-report --backend "${NETSTAT_TEST_BACKEND:-auto}" 2>&1 | sed 's/^/probe-report: /'
 case "$NETSTAT_VM_SELFTEST" in
   panic) echo "netstat-vm: selftest: init exits (kernel panic)"; exit 1 ;;
   hang) echo "netstat-vm: selftest: hanging"; while :; do sleep 3600; done ;;
@@ -708,6 +719,8 @@ struct RunResult {
     wall: Duration,
     passed: u32,
     failed: u32,
+    /// `netstat --probe-report` in the guest: what each hook chose.
+    probe_report: Vec<String>,
 }
 
 fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
@@ -734,7 +747,13 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
         .args(["-append", &append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    let fail = |msg: String| RunResult { verdict: Err(msg), wall: started.elapsed(), passed: 0, failed: 0 };
+    let fail = |msg: String| RunResult {
+        verdict: Err(msg),
+        wall: started.elapsed(),
+        passed: 0,
+        failed: 0,
+        probe_report: Vec::new(),
+    };
     let mut child = match c.spawn() {
         Ok(ch) => ch,
         Err(e) => return fail(format!("spawning qemu-system-x86_64: {e}")),
@@ -745,8 +764,14 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
         let tag = tag.clone();
         move || {
             let (mut passed, mut failed) = (0, 0);
+            let mut report = Vec::new();
             for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
                 let line = clean(&line);
+                if let Some(r) = line.strip_prefix("probe-report: ") {
+                    if !r.starts_with("HOOK ") {
+                        report.push(r.split_whitespace().collect::<Vec<_>>().join(" "));
+                    }
+                }
                 if let Some(r) = line.strip_prefix("test result: ") {
                     let num = |what: &str| -> u32 {
                         r.split(';')
@@ -759,7 +784,7 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
                 }
                 println!("{tag} {line}");
             }
-            (passed, failed)
+            (passed, failed, report)
         }
     });
     let status = loop {
@@ -774,7 +799,7 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
             Err(e) => break Err(format!("waiting for qemu: {e}")),
         }
     };
-    let (passed, failed) = reader.join().unwrap_or((0, 0));
+    let (passed, failed, probe_report) = reader.join().unwrap_or_default();
     let verdict = status.and_then(|s| match s.code() {
         Some(1) => Ok(()),
         Some(0) => Err("no exit status from the guest: kernel panic or early power-off".into()),
@@ -785,7 +810,7 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
         Ok(()) if passed == 0 && o.selftest.is_none() && o.exec.is_none() => Err("no test ran".into()),
         v => v,
     };
-    RunResult { verdict, wall: started.elapsed(), passed, failed }
+    RunResult { verdict, wall: started.elapsed(), passed, failed, probe_report }
 }
 
 /// A console line without terminal control sequences or carriage returns.
