@@ -1,30 +1,28 @@
-//! TCP state transitions from `sock:inet_sock_set_state`. Most transitions
-//! run in softirq, where the task on the CPU is not the socket's owner: the
-//! owner comes from `OWNERS`, filled where the owner itself is on the CPU.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//! TCP state transitions from the `inet_sock_set_state` tracepoint, as a raw
+//! tracepoint: perf-event tracepoint programs are skipped whenever any BPF
+//! program already runs on the CPU (a softirq over one of our syscall-exit
+//! programs, or another tool's kprobe), which silently lost transitions under
+//! load; raw tracepoints only guard against their own recursion, and are
+//! cheaper. Most transitions run in softirq, where the task on the CPU is
+//! not the socket's owner: the owner comes from `OWNERS`, filled where the
+//! owner itself is on the CPU.
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use netstat_common::{
-    AF_INET, IPPROTO_TCP, KernelOffsets, ListenKey, Listener, Owner, flags, kind, lost,
+    IPPROTO_TCP, KernelOffsets, ListenKey, Listener, Owner, flags, kind, lost,
     tcp_state::*,
 };
 
 use crate::{
     LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
-    sock::{Tuple, net_of, offsets, read},
+    sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+/// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let _ = try_inet_sock_set_state(&ctx);
     0
-}
-
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
-    if off == netstat_common::OFFSET_UNKNOWN {
-        return Err(-1);
-    }
-    unsafe { ctx.read_at::<T>(off as usize) }.map_err(|e| e as i64)
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,
@@ -38,16 +36,15 @@ fn in_owner_context(old: u32, new: u32) -> bool {
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
     let o = offsets();
-    let protocol: u16 = field(ctx, o.tp_protocol)?;
-    if protocol != IPPROTO_TCP {
+    let sk: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32 as u32;
+    let new = ctx.arg::<u64>(2) as i32 as u32;
+    let tuple = read_state_tuple(sk, &o)?;
+    if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = field(ctx, o.tp_skaddr)?;
-    let old: u32 = field::<i32>(ctx, o.tp_oldstate)? as u32;
-    let new: u32 = field::<i32>(ctx, o.tp_newstate)? as u32;
-    let tuple = read_tuple(ctx, &o, protocol)?;
     on_transition(sk, old, new, tuple, &o);
     Ok(())
 }
@@ -192,25 +189,3 @@ fn resolve_owner(sk: u64, net: u64, old: u32, new: u32, tuple: &Tuple, t: u64) -
     (NO_OWNER, flags::OWNER_NONE)
 }
 
-#[inline(always)]
-fn read_tuple(ctx: &TracePointContext, o: &KernelOffsets, protocol: u16) -> Result<Tuple, i64> {
-    let family: u16 = field(ctx, o.tp_family)?;
-    let mut t = Tuple {
-        family,
-        protocol,
-        sport: field(ctx, o.tp_sport)?,
-        dport: field(ctx, o.tp_dport)?,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET {
-        let s: [u8; 4] = field(ctx, o.tp_saddr)?;
-        let d: [u8; 4] = field(ctx, o.tp_daddr)?;
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
-    } else {
-        t.saddr = field(ctx, o.tp_saddr_v6)?;
-        t.daddr = field(ctx, o.tp_daddr_v6)?;
-    }
-    Ok(t)
-}
