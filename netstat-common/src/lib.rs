@@ -163,24 +163,12 @@ pub struct PendingUdp {
 }
 const _: () = assert!(core::mem::size_of::<PendingUdp>() == 16);
 
-/// Offsets handed to the programs at load time (global `OFFSETS`). Tracepoint
-/// fields come from tracefs format files, struct members from vmlinux BTF;
+/// Offsets handed to the programs at load time (global `OFFSETS`). Syscall
+/// tracepoint fields come from tracefs format files, struct members from vmlinux BTF;
 /// `OFFSET_UNKNOWN` where unresolved. Nothing here is written in the source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
-    // sock:inet_sock_set_state record
-    pub tp_skaddr: u32,
-    pub tp_oldstate: u32,
-    pub tp_newstate: u32,
-    pub tp_sport: u32,
-    pub tp_dport: u32,
-    pub tp_family: u32,
-    pub tp_protocol: u32,
-    pub tp_saddr: u32,
-    pub tp_daddr: u32,
-    pub tp_saddr_v6: u32,
-    pub tp_daddr_v6: u32,
     // syscalls:sys_exit_* record
     pub sys_exit_ret: u32,
     // fd -> sock walk
@@ -214,23 +202,12 @@ pub struct KernelOffsets {
     pub inet_sport: u32,
     pub inet_saddr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
         let u = OFFSET_UNKNOWN;
         KernelOffsets {
-            tp_skaddr: u,
-            tp_oldstate: u,
-            tp_newstate: u,
-            tp_sport: u,
-            tp_dport: u,
-            tp_family: u,
-            tp_protocol: u,
-            tp_saddr: u,
-            tp_daddr: u,
-            tp_saddr_v6: u,
-            tp_daddr_v6: u,
             sys_exit_ret: u,
             task_files: u,
             files_fdt: u,

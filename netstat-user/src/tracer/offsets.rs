@@ -20,12 +20,11 @@ impl Resolved {
 /// Groups the probe plan asks about.
 pub const SOCK: &str = "struct sock";
 pub const FD_WALK: &str = "fd to socket walk";
-pub const STATE_TP: &str = "sock:inet_sock_set_state format";
 pub const SYS_EXIT: &str = "syscalls:sys_exit_* format";
 /// The socket's state byte, read by the fentry/kprobe forms of tcp_state.
 pub const SK_STATE: &str = "struct sock state";
 
-pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) -> Resolved {
+pub fn resolve(btf: &Btf, sys_exit: Option<&Format>) -> Resolved {
     let mut o = KernelOffsets::unknown();
     let mut missing = Vec::new();
 
@@ -73,29 +72,6 @@ pub fn resolve(btf: &Btf, state_tp: Option<&Format>, sys_exit: Option<&Format>) 
         missing.push((FD_WALK, e));
     }
 
-    match state_tp {
-        None => missing.push((STATE_TP, "format file not readable".into())),
-        Some(f) => {
-            let r = (|| -> Result<(), String> {
-                let m = |n: &str, w: u32| f.field(n, w).map_err(|e| e.to_string());
-                o.tp_skaddr = m("skaddr", 8)?;
-                o.tp_oldstate = m("oldstate", 4)?;
-                o.tp_newstate = m("newstate", 4)?;
-                o.tp_sport = m("sport", 2)?;
-                o.tp_dport = m("dport", 2)?;
-                o.tp_family = m("family", 2)?;
-                o.tp_protocol = m("protocol", 2)?;
-                o.tp_saddr = m("saddr", 4)?;
-                o.tp_daddr = m("daddr", 4)?;
-                o.tp_saddr_v6 = m("saddr_v6", 16)?;
-                o.tp_daddr_v6 = m("daddr_v6", 16)?;
-                Ok(())
-            })();
-            if let Err(e) = r {
-                missing.push((STATE_TP, e));
-            }
-        }
-    }
     match sys_exit.map(|f| f.field("ret", 8)) {
         Some(Ok(off)) => o.sys_exit_ret = off,
         Some(Err(e)) => missing.push((SYS_EXIT, e.to_string())),

@@ -202,14 +202,8 @@ pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
     let btf = Btf::parse(&data)
         .map_err(|e| EnvError(format!("kernel BTF at {} is unusable: {e}", opts.btf_path.display())))?;
     let tracefs = tracefs::locate(&opts.proc_root).map_err(|e| e.to_string());
-    let (state_fmt, exit_fmt) = match &tracefs {
-        Ok(t) => (
-            tracefs::read_format(t, "sock", "inet_sock_set_state").ok(),
-            tracefs::read_format(t, "syscalls", "sys_exit_accept4").ok(),
-        ),
-        Err(_) => (None, None),
-    };
-    let resolved = offsets::resolve(&btf, state_fmt.as_ref(), exit_fmt.as_ref());
+    let exit_fmt = tracefs.as_ref().ok().and_then(|t| tracefs::read_format(t, "syscalls", "sys_exit_accept4").ok());
+    let resolved = offsets::resolve(&btf, exit_fmt.as_ref());
     Ok(Prepared {
         offsets: resolved.offsets,
         resolved,
