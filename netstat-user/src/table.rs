@@ -52,6 +52,9 @@ pub struct Row {
     /// Last event or snapshot that confirmed the row.
     pub seen_ns: u64,
     pub inode: u64,
+    pub uid: u32,
+    /// Kernel TLS device offload, as the last snapshot saw it.
+    pub offloaded: bool,
 }
 
 /// A connection that opened and/or closed since the last display.
@@ -72,6 +75,8 @@ pub struct SnapshotRow {
     pub key: ConnKey,
     pub state: Option<u32>,
     pub inode: u64,
+    pub uid: u32,
+    pub offloaded: bool,
     pub owner: Option<(u32, Vec<u8>)>,
 }
 
@@ -197,6 +202,8 @@ impl Table {
                     opened_ns: e.ts_ns,
                     seen_ns: e.ts_ns,
                     inode: 0,
+                    uid: e.uid,
+                    offloaded: false,
                 });
                 row.owner = owner.or(row.owner.take());
                 row.seen_ns = e.ts_ns;
@@ -230,7 +237,10 @@ impl Table {
                 self.close_row(&key, Some(final_state), e.ts_ns, lived, owner);
             }
             if time_wait {
-                self.rows.insert(key, Row { key, state: Some(TIME_WAIT), owner: None, opened_ns: e.ts_ns, seen_ns: e.ts_ns, inode: 0 });
+                self.rows.insert(
+                    key,
+                    Row { key, state: Some(TIME_WAIT), owner: None, opened_ns: e.ts_ns, seen_ns: e.ts_ns, inode: 0, uid: 0, offloaded: false },
+                );
             }
             return;
         }
@@ -242,6 +252,8 @@ impl Table {
             opened_ns: e.ts_ns,
             seen_ns: e.ts_ns,
             inode: 0,
+            uid: e.uid,
+            offloaded: false,
         });
         row.state = Some(new);
         row.seen_ns = e.ts_ns;
@@ -269,6 +281,8 @@ impl Table {
                         row.state = s.state;
                     }
                     row.inode = s.inode;
+                    row.uid = s.uid;
+                    row.offloaded = s.offloaded;
                     if row.owner.is_none() {
                         row.owner = s.owner.map(|(pid, comm)| RowOwner { pid, comm, source: OwnerSource::Proc });
                     }
@@ -287,6 +301,8 @@ impl Table {
                             opened_ns: 0,
                             seen_ns: started_ns,
                             inode: s.inode,
+                            uid: s.uid,
+                            offloaded: s.offloaded,
                         },
                     );
                 }
@@ -376,7 +392,7 @@ mod tests {
         let mut t = Table::new(0, 100);
         t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 10, 7)); // its close will be "lost"
         t.apply(&ev(2, 5001, 80, SYN_SENT, ESTABLISHED, 30, 7)); // newer than the snapshot
-        let snap = vec![SnapshotRow { key: key(6000, 22), state: Some(ESTABLISHED), inode: 9, owner: Some((3, b"sshd".to_vec())) }];
+        let snap = vec![SnapshotRow { key: key(6000, 22), state: Some(ESTABLISHED), inode: 9, uid: 0, offloaded: false, owner: Some((3, b"sshd".to_vec())) }];
         let s = t.reconcile(snap, 20);
         assert_eq!((s.added, s.removed), (1, 1));
         let mut keys: Vec<ConnKey> = t.live().map(|r| r.key).collect();
@@ -391,7 +407,7 @@ mod tests {
         let mut t = Table::new(0, 100);
         t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 10, 7));
         t.apply(&ev(1, 5000, 80, ESTABLISHED, CLOSE, 25, 7));
-        let snap = vec![SnapshotRow { key: key(5000, 80), state: Some(ESTABLISHED), inode: 1, owner: None }];
+        let snap = vec![SnapshotRow { key: key(5000, 80), state: Some(ESTABLISHED), inode: 1, uid: 0, offloaded: false, owner: None }];
         t.reconcile(snap, 20);
         assert!(t.is_empty());
     }
