@@ -10,7 +10,7 @@ use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, tcp_state::*};
 
 use crate::{
     accept::on_accept,
-    sock::{offsets, read, read_tuple},
+    sock::{offsets, read, read_state_tuple, read_tuple},
     state::on_transition,
     udp::on_explicit_bind,
 };
@@ -29,7 +29,8 @@ pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
 pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
     let o = offsets();
     let old: u8 = read(sk, o.sk_state)?;
-    let tuple = read_tuple(sk, &o)?;
+    // The local end as the state tracepoint reads it (state.rs).
+    let tuple = read_state_tuple(sk, &o)?;
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
@@ -64,7 +65,7 @@ pub fn child_created(listener: u64, child: u64) -> Result<(), i64> {
         return Ok(());
     }
     let o = offsets();
-    let tuple = read_tuple(listener, &o)?;
+    let tuple = read_state_tuple(listener, &o)?;
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
