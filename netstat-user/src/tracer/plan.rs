@@ -185,6 +185,9 @@ pub struct Prepared {
     resolved: offsets::Resolved,
     tracefs: Result<PathBuf, String>,
     cgroup2: Result<PathBuf, String>,
+    /// We mounted cgroup2 ourselves (a mount namespace without it, such as
+    /// `ip netns exec`): detach it once the programs are attached.
+    cgroup2_temp: bool,
     backend: Backend,
     btf_path: PathBuf,
     /// aya's parse of vmlinux BTF, which fentry/fexit loads need; parsed on
@@ -204,11 +207,13 @@ pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
     let tracefs = tracefs::locate(&opts.proc_root).map_err(|e| e.to_string());
     let exit_fmt = tracefs.as_ref().ok().and_then(|t| tracefs::read_format(t, "syscalls", "sys_exit_accept4").ok());
     let resolved = offsets::resolve(&btf, exit_fmt.as_ref());
+    let cgroup2 = cgroup2_root_or_mount(&opts.proc_root);
     Ok(Prepared {
         offsets: resolved.offsets,
         resolved,
         tracefs,
-        cgroup2: cgroup2_root(&opts.proc_root),
+        cgroup2_temp: matches!(&cgroup2, Ok(p) if p.to_string_lossy().starts_with(TEMP_CGROUP2_PREFIX)),
+        cgroup2,
         backend: opts.backend,
         btf_path: opts.btf_path.clone(),
         aya_btf: std::cell::OnceCell::new(),
@@ -217,6 +222,39 @@ pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
 
 /// The cgroup v2 mount (at /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified
 /// on hybrid ones), from mountinfo.
+const TEMP_CGROUP2_PREFIX: &str = "/run/netstat-cgroup2-";
+
+/// The cgroup v2 root: the mounted one, else (as root) a private mount of
+/// our own, so that a mount namespace without cgroup2 still gets UDP hooks.
+fn cgroup2_root_or_mount(proc_root: &Path) -> Result<PathBuf, String> {
+    let found = cgroup2_root(proc_root);
+    if found.is_ok() || unsafe { libc::geteuid() } != 0 {
+        return found;
+    }
+    let dir = PathBuf::from(format!("{TEMP_CGROUP2_PREFIX}{}", std::process::id()));
+    let why = found.unwrap_err();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{why}; creating {}: {e}", dir.display()))?;
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let target = c(&dir.to_string_lossy());
+    let rc = unsafe { libc::mount(c("none").as_ptr(), target.as_ptr(), c("cgroup2").as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = std::fs::remove_dir(&dir);
+        return Err(format!("{why}; mounting cgroup2 failed: {e}"));
+    }
+    Ok(dir)
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let (true, Ok(dir)) = (self.cgroup2_temp, &self.cgroup2) {
+            let c = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 pub fn cgroup2_root(proc_root: &Path) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("NETSTAT_CGROUP2") {
         return Ok(PathBuf::from(p));
