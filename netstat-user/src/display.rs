@@ -1,9 +1,132 @@
 //! Snapshot displays: connections (-a -n -o -b -f -t -p), routes (-r),
-//! statistics (-s), interfaces (-e), once or every INTERVAL.
-use std::process::ExitCode;
+//! statistics (-s), interfaces (-e), once or every INTERVAL until Ctrl+C.
+//! The live table plugs in by implementing `ConnectionSource` and calling
+//! `run_with`; everything below (filtering, names, printers) stays the same.
+use std::{
+    io::{BufWriter, Write},
+    path::Path,
+    process::ExitCode,
+    time::Duration,
+};
 
-use crate::config::Config;
+use anyhow::Context as _;
 
-pub fn run(_cfg: &Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::{
+    config::{Config, Mode},
+    info,
+    model::{Connection, Proto},
+    netlink::DumpSpec,
+    output,
+    owners::{OwnerLookup, ProcFdScan},
+    resolve::Resolver,
+    snapshot,
+};
+
+/// Where a display's connections come from.
+pub trait ConnectionSource {
+    /// The sockets to show, owners filled when -o/-b ask for them.
+    fn connections(&mut self, cfg: &Config) -> anyhow::Result<Vec<Connection>>;
+}
+
+/// A kernel snapshot, owners from a /proc/*/fd scan.
+pub struct SnapshotSource {
+    pub owners: Box<dyn OwnerLookup>,
+}
+
+impl SnapshotSource {
+    pub fn new(cfg: &Config) -> SnapshotSource {
+        SnapshotSource { owners: Box::new(ProcFdScan { proc_root: cfg.proc_root.clone() }) }
+    }
+}
+
+impl ConnectionSource for SnapshotSource {
+    fn connections(&mut self, cfg: &Config) -> anyhow::Result<Vec<Connection>> {
+        let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
+        if cfg.owner || cfg.executable || cfg.json {
+            // Only rows that will be shown need an owner.
+            conns.retain(|c| output::connections::wanted(c, cfg));
+            self.owners.fill(&mut conns, cfg.executable || cfg.json);
+        }
+        Ok(conns)
+    }
+}
+
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    run_with(cfg, &mut SnapshotSource::new(cfg))
+}
+
+/// Display once, or every INTERVAL seconds until interrupted.
+pub fn run_with(cfg: &Config, source: &mut dyn ConnectionSource) -> anyhow::Result<ExitCode> {
+    let names = (!cfg.numeric).then(|| Resolver::new(Path::new("/etc")));
+    loop {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        render(cfg, source, names.as_ref(), &mut out)?;
+        out.flush()?;
+        drop(out);
+        match cfg.interval {
+            None => return Ok(ExitCode::SUCCESS),
+            Some(secs) => std::thread::sleep(Duration::from_secs(secs)),
+        }
+    }
+}
+
+/// One display of whatever `cfg.mode` asks for.
+pub fn render(
+    cfg: &Config,
+    source: &mut dyn ConnectionSource,
+    names: Option<&Resolver>,
+    w: &mut impl Write,
+) -> anyhow::Result<()> {
+    match cfg.mode {
+        Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, w),
+        _ => {
+            let conns = source.connections(cfg)?;
+            output::connections::write(&conns, cfg, names, w)?;
+            Ok(())
+        }
+    }
+}
+
+fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
+    let (proc_root, sys_root) = (&cfg.proc_root, &cfg.sys_root);
+    let mut json = serde_json::Map::new();
+    if ethernet {
+        let r = info::interfaces(proc_root, sys_root)?;
+        if cfg.json {
+            json.insert("interface_statistics".into(), serde_json::to_value(&r)?);
+        } else {
+            output::info::write_interfaces(&r, w)?;
+        }
+    }
+    if route {
+        let r = info::routes(proc_root, sys_root)?;
+        if cfg.json {
+            json.insert("interfaces".into(), serde_json::to_value(&r.interfaces)?);
+            json.insert("routes".into(), serde_json::json!({"ipv4": r.ipv4, "ipv6": r.ipv6}));
+        } else {
+            if ethernet {
+                writeln!(w)?;
+            }
+            output::info::write_routes(&r, w)?;
+        }
+    }
+    if statistics {
+        let counters = info::read_counters(proc_root)?;
+        let tcp = snapshot::snapshot_tables(
+            proc_root,
+            &[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: false }, DumpSpec { proto: Proto::Tcp, ipv6: true, ulp: false }],
+        )
+        .context("reading sockets")?;
+        let sections = info::statistics(&counters, info::current_connections(&tcp), cfg);
+        if cfg.json {
+            json.insert("statistics".into(), output::info::statistics_json(&sections));
+        } else {
+            output::info::write_statistics(&sections, w)?;
+        }
+    }
+    if cfg.json {
+        serde_json::to_writer(&mut *w, &serde_json::Value::Object(json))?;
+        writeln!(w)?;
+    }
+    Ok(())
 }

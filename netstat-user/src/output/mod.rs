@@ -1,0 +1,25 @@
+//! Printers: netstat's text layout and JSON, always into an `impl Write`.
+//! They take finished data (connections with owners, reports) and never
+//! read the system themselves, apart from name lookups through `Resolver`.
+pub mod connections;
+pub mod info;
+
+/// A left-aligned cell of `width`, or the text and one space when it is
+/// wider, so columns never run together.
+pub(crate) fn cell(out: &mut String, s: &str, width: usize) {
+    out.push_str(s);
+    let n = s.chars().count();
+    if n < width {
+        out.extend(std::iter::repeat_n(' ', width - n));
+    } else {
+        out.push(' ');
+    }
+}
+
+/// Right-aligned, at least one space before.
+pub(crate) fn rcell(out: &mut String, s: &str, width: usize) {
+    let n = s.chars().count();
+    let pad = if n < width { width - n } else { 1 };
+    out.extend(std::iter::repeat_n(' ', pad));
+    out.push_str(s);
+}
