@@ -89,7 +89,11 @@ pub struct Table {
     recently_closed: HashMap<ConnKey, u64>,
     netns: u32,
     max_rows: usize,
-    pub dropped_closed: u64,
+    /// TIME_WAIT rows oldest first: the first to go when live rows hit the cap.
+    time_wait: VecDeque<ConnKey>,
+    /// Rows dropped because of the cap (closed rows, then TIME_WAIT rows,
+    /// then new rows refused).
+    pub dropped: u64,
     pub lost_events: u64,
     /// Wall-clock RFC 3339 time of the first loss.
     pub lost_since: Option<String>,
@@ -118,7 +122,8 @@ impl Table {
             recently_closed: HashMap::new(),
             netns,
             max_rows,
-            dropped_closed: 0,
+            time_wait: VecDeque::new(),
+            dropped: 0,
             lost_events: 0,
             lost_since: None,
         }
@@ -151,7 +156,41 @@ impl Table {
     fn enforce_cap(&mut self) {
         while self.rows.len() + self.closed.len() > self.max_rows && !self.closed.is_empty() {
             self.closed.pop_front();
-            self.dropped_closed += 1;
+            self.dropped += 1;
+        }
+    }
+
+    /// Room for one more live row? Makes it by dropping a closed row, then
+    /// the oldest TIME_WAIT row; otherwise the new row is refused (counted).
+    fn admit(&mut self) -> bool {
+        while self.rows.len() + self.closed.len() >= self.max_rows {
+            if self.closed.pop_front().is_some() {
+                self.dropped += 1;
+                continue;
+            }
+            match self.time_wait.pop_front() {
+                Some(k) => {
+                    if self.rows.get(&k).is_some_and(|r| r.state == Some(tcp_state::TIME_WAIT)) {
+                        self.rows.remove(&k);
+                        self.dropped += 1;
+                    }
+                }
+                None => {
+                    self.dropped += 1;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Insert a new live row if the cap allows.
+    fn insert_row(&mut self, row: Row) {
+        if self.rows.contains_key(&row.key) || self.admit() {
+            if row.state == Some(tcp_state::TIME_WAIT) {
+                self.time_wait.push_back(row.key);
+            }
+            self.rows.insert(row.key, row);
         }
     }
 
@@ -195,7 +234,7 @@ impl Table {
                 }
             }
             kind::UDP_BIND | kind::UDP_CONNECT => {
-                let row = self.rows.entry(key).or_insert_with(|| Row {
+                self.insert_row(Row {
                     key,
                     state: None,
                     owner: None,
@@ -205,9 +244,11 @@ impl Table {
                     uid: e.uid,
                     offloaded: false,
                 });
-                row.owner = owner.or(row.owner.take());
-                row.seen_ns = e.ts_ns;
-                self.by_sock.insert(e.sock, key);
+                if let Some(row) = self.rows.get_mut(&key) {
+                    row.owner = owner.or(row.owner.take());
+                    row.seen_ns = e.ts_ns;
+                    self.by_sock.insert(e.sock, key);
+                }
                 self.recently_closed.remove(&key);
             }
             kind::UDP_CLOSE => {
@@ -237,15 +278,21 @@ impl Table {
                 self.close_row(&key, Some(final_state), e.ts_ns, lived, owner);
             }
             if time_wait {
-                self.rows.insert(
+                self.insert_row(Row {
                     key,
-                    Row { key, state: Some(TIME_WAIT), owner: None, opened_ns: e.ts_ns, seen_ns: e.ts_ns, inode: 0, uid: 0, offloaded: false },
-                );
+                    state: Some(TIME_WAIT),
+                    owner: None,
+                    opened_ns: e.ts_ns,
+                    seen_ns: e.ts_ns,
+                    inode: 0,
+                    uid: 0,
+                    offloaded: false,
+                });
             }
             return;
         }
         self.recently_closed.remove(&key);
-        let row = self.rows.entry(key).or_insert_with(|| Row {
+        self.insert_row(Row {
             key,
             state: None,
             owner: None,
@@ -255,6 +302,7 @@ impl Table {
             uid: e.uid,
             offloaded: false,
         });
+        let Some(row) = self.rows.get_mut(&key) else { return };
         row.state = Some(new);
         row.seen_ns = e.ts_ns;
         if owner.is_some() {
@@ -292,8 +340,7 @@ impl Table {
                         continue;
                     }
                     stats.added += 1;
-                    self.rows.insert(
-                        s.key,
+                    self.insert_row(
                         Row {
                             key: s.key,
                             state: s.state,
@@ -319,6 +366,7 @@ impl Table {
             stats.removed += 1;
         }
         self.by_sock.retain(|_, k| self.rows.contains_key(k));
+        self.time_wait.retain(|k| self.rows.get(k).is_some_and(|r| r.state == Some(tcp_state::TIME_WAIT)));
         self.recently_closed.clear();
         self.enforce_cap();
         stats
@@ -419,10 +467,30 @@ mod tests {
             t.apply(&ev(i as u64, 5000 + i, 80, SYN_SENT, ESTABLISHED, 10, 7));
             t.apply(&ev(i as u64, 5000 + i, 80, ESTABLISHED, CLOSE, 11, 7));
         }
-        assert_eq!(t.dropped_closed, 7);
+        assert_eq!(t.dropped, 7);
         let closed = t.take_closed();
         assert_eq!(closed.len(), 3);
         assert_eq!(closed[0].key, key(5007, 80));
+    }
+
+    #[test]
+    fn cap_holds_for_live_rows_too() {
+        let mut t = Table::new(0, 4);
+        for i in 0..10u16 {
+            t.apply(&ev(i as u64, 5000 + i, 80, SYN_SENT, ESTABLISHED, 10, 7));
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.dropped, 6);
+        // TIME_WAIT rows make room for live ones, oldest first.
+        let mut t = Table::new(0, 3);
+        for i in 0..3u16 {
+            t.apply(&ev(i as u64, 6000 + i, 80, FIN_WAIT2, CLOSE, 10, 7));
+            t.take_closed();
+        }
+        t.apply(&ev(9, 7000, 80, SYN_SENT, ESTABLISHED, 11, 7));
+        assert_eq!(t.len(), 3);
+        assert!(t.live().any(|r| r.key == key(7000, 80)));
+        assert!(!t.live().any(|r| r.key == key(6000, 80)));
     }
 
     #[test]
