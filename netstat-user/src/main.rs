@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use netstat_user::{EnvError, cli, config::Mode, display, is_broken_pipe, stream, tracer};
+use netstat_user::{EnvError, cli, config::Mode, display, is_broken_pipe, live, stream, tracer};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::parse_args(std::env::args_os()) {
@@ -24,7 +24,18 @@ fn main() -> ExitCode {
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
         Mode::ProbeReport => tracer::probe_report(&cfg),
-        Mode::Connections | Mode::Info { .. } => display::run(&cfg),
+        Mode::Connections if cfg.interval.is_some() && cfg.trace => live::run(&cfg),
+        Mode::Connections => {
+            // A one-shot display is the table's seed snapshot; say when the
+            // tracer could not have been used.
+            if cfg.trace {
+                if let Some(why) = live::tracing_unavailable(&cfg) {
+                    eprintln!("netstat: tracing unavailable ({}); showing a snapshot", netstat_user::escape::escape(&why));
+                }
+            }
+            display::run(&cfg)
+        }
+        Mode::Info { .. } => display::run(&cfg),
     };
     match res {
         Ok(code) => code,

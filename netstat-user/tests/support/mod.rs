@@ -200,3 +200,98 @@ pub fn closest(events: &[Value], needle: &str) -> String {
 pub fn transition(e: &Value) -> String {
     format!("{}->{}", e["old_state"].as_str().unwrap_or("?"), e["new_state"].as_str().unwrap_or("?"))
 }
+
+/// A network namespace of our own (loopback up), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("nst-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add").success();
+        assert!(ok, "ip netns add {name} failed");
+        let ns = Netns { name };
+        assert!(ns.cmd("ip", &["link", "set", "lo", "up"]).status().unwrap().success());
+        ns
+    }
+
+    /// `ip netns exec NAME prog args...`
+    pub fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]).args(args);
+        c
+    }
+
+    /// `netstat-load ARGS` inside the namespace, its JSON lines.
+    pub fn load(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cmd(&load_bin(), args).output().expect("run netstat-load");
+        assert!(out.status.success(), "netstat-load {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A running program whose stdout lines are collected as they come.
+pub struct Lines {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Lines {
+    pub fn spawn(mut cmd: Command) -> Lines {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Lines { child, lines, reader: Some(reader) }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.lines.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn stop(mut self) -> Vec<String> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.lines()
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
