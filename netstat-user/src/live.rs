@@ -43,31 +43,6 @@ pub fn netns_inode(proc_root: &Path) -> u32 {
     std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino() as u32).unwrap_or(0)
 }
 
-fn proto_of(p: table::Proto) -> Proto {
-    match p {
-        table::Proto::Tcp => Proto::Tcp,
-        table::Proto::Udp => Proto::Udp,
-    }
-}
-
-pub fn snapshot_row(c: &Connection) -> SnapshotRow {
-    SnapshotRow {
-        key: table::ConnKey {
-            proto: match c.proto {
-                Proto::Tcp => table::Proto::Tcp,
-                Proto::Udp => table::Proto::Udp,
-            },
-            local: c.local,
-            remote: c.remote,
-        },
-        state: c.state,
-        inode: c.inode,
-        uid: c.uid,
-        offloaded: c.offloaded,
-        owner: c.owner.as_ref().map(|o| (o.pid, o.comm.clone())),
-    }
-}
-
 /// Executables of the processes seen, read while they are alive (for -b).
 #[derive(Default)]
 struct ExeCache {
@@ -100,7 +75,7 @@ fn owner_of(o: &table::RowOwner, exes: &ExeCache) -> ProcOwner {
 
 fn connection_of(r: &Row, exes: &ExeCache) -> Connection {
     Connection {
-        proto: proto_of(r.key.proto),
+        proto: r.key.proto,
         ipv6: r.key.local.is_ipv6(),
         local: r.key.local,
         remote: r.key.remote,
@@ -168,7 +143,7 @@ impl Live<'_> {
         let mut rows: Vec<&ClosedRow> = closed
             .iter()
             .filter(|c| {
-                let proto = proto_of(c.key.proto);
+                let proto = c.key.proto;
                 let proto_ok = match proto {
                     Proto::Tcp => self.cfg.proto.tcp,
                     Proto::Udp => self.cfg.proto.udp,
@@ -218,7 +193,7 @@ impl Live<'_> {
     }
 
     fn closed_json(&self, c: &ClosedRow) -> ClosedJson {
-        let proto = proto_of(c.key.proto);
+        let proto = c.key.proto;
         ClosedJson {
             proto,
             local: c.key.local.to_string(),
@@ -249,7 +224,7 @@ impl Live<'_> {
         )?;
         let names = self.names.as_ref();
         for c in closed {
-            let proto = proto_of(c.key.proto);
+            let proto = c.key.proto;
             let local = connections::endpoint(c.key.local, proto, names, false, self.cfg.fqdn);
             let remote = if proto == Proto::Udp && c.key.remote.port() == 0 {
                 "*:*".to_string()
@@ -347,7 +322,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         for rec in batch.drain(..) {
             live.apply(&rec);
         }
-        live.table.reconcile(snap.iter().map(snapshot_row).collect(), started);
+        live.table.reconcile(snap.iter().map(SnapshotRow::from).collect(), started);
         live.render(&mut out)?;
         next += interval;
         loop {

@@ -90,12 +90,8 @@ pub fn tcp_state_name(s: u32) -> &'static str {
 impl From<&Connection> for crate::table::SnapshotRow {
     /// Seed or reconcile the live table from a snapshot.
     fn from(c: &Connection) -> Self {
-        let proto = match c.proto {
-            Proto::Tcp => crate::table::Proto::Tcp,
-            Proto::Udp => crate::table::Proto::Udp,
-        };
         crate::table::SnapshotRow {
-            key: crate::table::ConnKey { proto, local: c.local, remote: c.remote },
+            key: crate::table::ConnKey { proto: c.proto, local: c.local, remote: c.remote },
             state: c.state,
             inode: c.inode,
             uid: c.uid,

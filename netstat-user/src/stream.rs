@@ -11,6 +11,7 @@ use netstat_common::{AF_INET, Event, IPPROTO_UDP, flags, kind};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
+pub use crate::model::tcp_state_name;
 use crate::{
     config::Config,
     escape::{comm_str, escape},
@@ -20,25 +21,6 @@ use crate::{
 
 /// Exit status of `--stream --fail-on-loss` when events were lost.
 pub const EXIT_LOST: u8 = 3;
-
-/// netstat's names for the kernel's TCP states.
-pub fn tcp_state_name(s: u32) -> &'static str {
-    use netstat_common::tcp_state::*;
-    match s {
-        ESTABLISHED => "ESTABLISHED",
-        SYN_SENT => "SYN_SENT",
-        SYN_RECV | NEW_SYN_RECV => "SYN_RECEIVED",
-        FIN_WAIT1 => "FIN_WAIT_1",
-        FIN_WAIT2 => "FIN_WAIT_2",
-        TIME_WAIT => "TIME_WAIT",
-        CLOSE => "CLOSED",
-        CLOSE_WAIT => "CLOSE_WAIT",
-        LAST_ACK => "LAST_ACK",
-        LISTEN => "LISTENING",
-        CLOSING => "CLOSING",
-        _ => "UNKNOWN",
-    }
-}
 
 pub fn kind_name(k: u32) -> &'static str {
     match k {

@@ -9,13 +9,8 @@ use std::{
 
 use netstat_common::{Event, IPPROTO_UDP, flags, kind, tcp_state};
 
+pub use crate::model::Proto;
 use crate::stream::{local_addr, remote_addr};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
 
 /// A connection's identity inside one network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
