@@ -87,13 +87,26 @@ pub fn render(
     }
 }
 
+/// The one JSON document of an -e/-r/-s display; absent parts are left out.
+#[derive(serde::Serialize, Default)]
+struct InfoJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface_statistics: Option<info::InterfaceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interfaces: Option<Vec<crate::proc::links::Link>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statistics: Option<output::info::StatisticsJson<'a>>,
+}
+
 fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
     let (proc_root, sys_root) = (&cfg.proc_root, &cfg.sys_root);
-    let mut json = serde_json::Map::new();
+    let mut json = InfoJson::default();
     if ethernet {
         let r = info::interfaces(proc_root, sys_root)?;
         if cfg.json {
-            json.insert("interface_statistics".into(), serde_json::to_value(&r)?);
+            json.interface_statistics = Some(r);
         } else {
             output::info::write_interfaces(&r, w)?;
         }
@@ -101,8 +114,8 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
     if route {
         let r = info::routes(proc_root, sys_root)?;
         if cfg.json {
-            json.insert("interfaces".into(), serde_json::to_value(&r.interfaces)?);
-            json.insert("routes".into(), serde_json::json!({"ipv4": r.ipv4, "ipv6": r.ipv6}));
+            json.routes = Some(serde_json::json!({"ipv4": r.ipv4, "ipv6": r.ipv6}));
+            json.interfaces = Some(r.interfaces);
         } else {
             if ethernet {
                 writeln!(w)?;
@@ -110,6 +123,7 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
             output::info::write_routes(&r, w)?;
         }
     }
+    let sections;
     if statistics {
         let counters = info::read_counters(proc_root)?;
         let tcp = snapshot::snapshot_tables(
@@ -117,15 +131,15 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
             &[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: false }, DumpSpec { proto: Proto::Tcp, ipv6: true, ulp: false }],
         )
         .context("reading sockets")?;
-        let sections = info::statistics(&counters, info::current_connections(&tcp), cfg);
+        sections = info::statistics(&counters, info::current_connections(&tcp), cfg);
         if cfg.json {
-            json.insert("statistics".into(), output::info::statistics_json(&sections));
+            json.statistics = Some(output::info::StatisticsJson(&sections));
         } else {
             output::info::write_statistics(&sections, w)?;
         }
     }
     if cfg.json {
-        serde_json::to_writer(&mut *w, &serde_json::Value::Object(json))?;
+        serde_json::to_writer(&mut *w, &json)?;
         writeln!(w)?;
     }
     Ok(())

@@ -156,6 +156,7 @@ pub const TCP_SHARED_NOTE: &str = "Linux counts TCP opens, resets and segments f
 these figures cover both; Current Connections is IPv4 only";
 pub const TCP_V6_NOTE: &str = "Linux keeps no other TCP counters per address family: \
 the combined figures are under TCP Statistics for IPv4";
+const NONE_REPORTED: &str = "not available: the kernel reports none of these counters";
 const MISSING_V6: &str = "not available: /proc/net/snmp6 is missing (IPv6 disabled?)";
 
 /// TCP sockets in ESTABLISHED or CLOSE_WAIT (the kernel's CurrEstab), per family.
@@ -234,6 +235,15 @@ pub fn statistics(c: &Counters, current: (i128, i128), cfg: &Config) -> Vec<Sect
     }
     if v6 && want(StatsProto::UdpV6) {
         out.push(Section { title: "UDP Statistics for IPv6", rows: Rows::Single(single(c, "", UDPV6)), note: v6_note(None) });
+    }
+    for s in &mut out {
+        let empty = match &s.rows {
+            Rows::Single(r) => r.is_empty(),
+            Rows::InOut(r) => r.is_empty(),
+        };
+        if empty && s.note.is_none() {
+            s.note = Some(NONE_REPORTED);
+        }
     }
     out
 }

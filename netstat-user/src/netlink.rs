@@ -157,7 +157,8 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn parse_diag_msg(b: &[u8], spec: DumpSpec) -> Option<Connection> {
+/// One inet_diag_msg (and its attributes) as a connection; None when short.
+pub fn parse_diag_msg(b: &[u8], spec: DumpSpec) -> Option<Connection> {
     if b.len() < DIAG_MSG_LEN {
         return None;
     }

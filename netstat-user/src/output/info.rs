@@ -2,7 +2,7 @@
 //! and -s (protocol statistics) in netstat's layout, and their JSON forms.
 use std::io::{self, Write};
 
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use super::{cell, rcell};
 use crate::{
@@ -17,11 +17,13 @@ const SENT_NOTE: &str =
 
 fn dev_block(d: &DevCounters, w: &mut impl Write) -> io::Result<()> {
     let row = |w: &mut dyn Write, name: &str, rx: String, tx: String| -> io::Result<()> {
-        let mut l = String::new();
-        cell(&mut l, name, 19);
-        rcell(&mut l, &rx, 16);
+        // Numbers right-aligned to fixed column ends (35, 51), as netstat does.
+        let mut l = name.to_string();
+        let end = 35usize.saturating_sub(l.chars().count());
+        rcell(&mut l, &rx, end);
         if !tx.is_empty() {
-            rcell(&mut l, &tx, 16);
+            let end = 51usize.saturating_sub(l.chars().count());
+            rcell(&mut l, &tx, end);
         }
         writeln!(w, "{l}")
     };
@@ -115,7 +117,7 @@ pub fn write_statistics(sections: &[Section], w: &mut impl Write) -> io::Result<
                     writeln!(w, "{l}= {v}")?;
                 }
             }
-            Rows::InOut(rows) => {
+            Rows::InOut(rows) if !rows.is_empty() => {
                 let line = |a: &str, b: &str, c: &str| {
                     let mut l = String::from("  ");
                     cell(&mut l, a, 26);
@@ -130,33 +132,59 @@ pub fn write_statistics(sections: &[Section], w: &mut impl Write) -> io::Result<
                     writeln!(w, "{}", line(name, &num(r), &num(s)))?;
                 }
             }
+            Rows::InOut(_) => {}
         }
         if let Some(n) = s.note {
-            writeln!(w, "\n  ({n})")?;
+            let gap = match &s.rows {
+                Rows::Single(r) => !r.is_empty(),
+                Rows::InOut(r) => !r.is_empty(),
+            };
+            writeln!(w, "{}  ({n})", if gap { "\n" } else { "" })?;
         }
     }
     Ok(())
 }
 
-pub fn statistics_json(sections: &[Section]) -> Value {
-    let list: Vec<Value> = sections
-        .iter()
-        .map(|s| {
-            let mut counters = Map::new();
-            match &s.rows {
-                Rows::Single(rows) => {
-                    for (name, v) in rows {
-                        counters.insert((*name).into(), json!(v));
-                    }
-                }
-                Rows::InOut(rows) => {
-                    for (name, r, t) in rows {
-                        counters.insert((*name).into(), json!({"received": r, "sent": t}));
-                    }
+/// JSON of the statistics sections. Serialized directly, not through
+/// `serde_json::Value`, which cannot hold counters beyond u64.
+pub struct StatisticsJson<'a>(pub &'a [Section]);
+
+#[derive(Serialize)]
+struct SectionJson<'a> {
+    section: &'a str,
+    counters: CountersJson<'a>,
+    note: Option<&'a str>,
+}
+
+struct CountersJson<'a>(&'a Rows);
+
+#[derive(Serialize)]
+struct InOutJson {
+    received: Option<i128>,
+    sent: Option<i128>,
+}
+
+impl Serialize for CountersJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match self.0 {
+            Rows::Single(rows) => {
+                for (name, v) in rows {
+                    m.serialize_entry(name, v)?;
                 }
             }
-            json!({"section": s.title, "counters": counters, "note": s.note})
-        })
-        .collect();
-    Value::Array(list)
+            Rows::InOut(rows) => {
+                for (name, r, t) in rows {
+                    m.serialize_entry(name, &InOutJson { received: *r, sent: *t })?;
+                }
+            }
+        }
+        m.end()
+    }
+}
+
+impl Serialize for StatisticsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|sec| SectionJson { section: sec.title, counters: CountersJson(&sec.rows), note: sec.note }))
+    }
 }
