@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{bootstrap, check, root};
 
-pub const TARGETS: &[&str] = &["btf", "tracefs_format", "ring_record", "cli"];
+pub const TARGETS: &[&str] = &["btf", "tracefs_format", "ring_record", "cli", "netlink_diag", "proc_files"];
 
 fn ensure_cargo_fuzz() -> Result<()> {
     let ok = Command::new("cargo")
@@ -44,7 +44,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(["+nightly", "fuzz", "run", t])
             .arg(&corpus)
             .arg(dir.join("seeds").join(t))
-            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=2048"])
+            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=2048", "-max_len=65536"])
             .status()
             .with_context(|| format!("running cargo fuzz run {t}"))?;
         if !status.success() {

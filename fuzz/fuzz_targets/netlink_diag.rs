@@ -1,0 +1,13 @@
+#![no_main]
+//! sock_diag replies (inet_diag_msg plus attributes) of any shape.
+use libfuzzer_sys::fuzz_target;
+use netstat_user::{
+    model::Proto,
+    netlink::{DumpSpec, parse_diag_msg},
+};
+
+fuzz_target!(|data: &[u8]| {
+    for (proto, ipv6, ulp) in [(Proto::Tcp, false, true), (Proto::Tcp, true, true), (Proto::Udp, false, false)] {
+        let _ = parse_diag_msg(data, DumpSpec { proto, ipv6, ulp });
+    }
+});
