@@ -229,6 +229,11 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let deadline = (cfg.duration > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(cfg.duration));
+    // For the hardening tests: a panic with everything attached must leave nothing behind.
+    let panic_at = std::env::var("NETSTAT_TEST_PANIC_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if !cfg.json {
         writeln!(out, "{TEXT_HEADER}")?;
@@ -244,6 +249,9 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
             _ = sigterm.recv() => stop = true,
             _ = sighup.recv() => stop = true,
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => stop = true,
+            _ = async { tokio::time::sleep_until(panic_at.unwrap()).await }, if panic_at.is_some() => {
+                panic!("NETSTAT_TEST_PANIC_AFTER_MS: panicking with every program attached")
+            }
             r = tracer.next_batch(&mut batch) => r?,
         }
         if stop {

@@ -108,3 +108,121 @@ fn flood_is_delivered_or_counted_and_fail_on_loss_reports_it() {
         assert!(status.success(), "{status}: {err}");
     }
 }
+
+/// BPF program ids held by `pid` (from /proc/PID/fdinfo).
+fn programs_of(pid: u32) -> std::collections::HashSet<u64> {
+    let mut ids = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        ids.extend(text.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u64>().ok()));
+    }
+    ids
+}
+
+fn loaded_program_ids() -> std::collections::HashSet<u64> {
+    let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+#[test]
+fn a_panic_leaves_nothing_attached() {
+    let child = Command::new(netstat_bin())
+        .args(["--stream", "--backend", &backend()])
+        .env("NETSTAT_TEST_PANIC_AFTER_MS", "3000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut ours = std::collections::HashSet::new();
+    for _ in 0..50 {
+        ours = programs_of(pid);
+        if ours.len() >= 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ours.len() >= 8, "programs never loaded: {ours:?}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(101), "expected a panic exit: {}", String::from_utf8_lossy(&out.stderr));
+    let mut left = ours.clone();
+    for _ in 0..50 {
+        left = loaded_program_ids().intersection(&ours).copied().collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "programs still loaded after the panic: {left:?}");
+}
+
+/// A stream with `env` set: TCP still traced (owner attributed), and one
+/// warning line for each hook that had to be skipped.
+fn degrades(env: (&str, &str), skipped: &[&str]) {
+    let mut cmd = Command::new(netstat_bin());
+    cmd.args(["--stream", "--json", "--backend", "tracepoint", "--duration", "30"]).env(env.0, env.1);
+    let lines = Lines::spawn({
+        cmd.stderr(std::process::Stdio::piped());
+        cmd
+    });
+    let (srv, cli) = (name("dsrv"), name("dcli"));
+    let mut seen = false;
+    for _ in 0..40 {
+        load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "2"]);
+        if lines.wait_for(Duration::from_millis(300), |l| l.iter().any(|x| x.contains(&srv) && x.contains("SYN_RECEIVED"))) {
+            seen = true;
+            break;
+        }
+    }
+    let mut child_err = String::new();
+    let mut lines = lines;
+    if let Some(mut e) = lines.child.stderr.take() {
+        unsafe { libc::kill(lines.child.id() as i32, libc::SIGTERM) };
+        use std::io::Read;
+        let _ = e.read_to_string(&mut child_err);
+    }
+    let _ = lines.stop();
+    assert!(seen, "with {}={} TCP transitions were not traced; stderr: {child_err}", env.0, env.1);
+    for hook in skipped {
+        assert!(
+            child_err.lines().any(|l| l.contains(&format!("warning: {hook} not traced"))),
+            "no warning for {hook} with {}={}: {child_err}",
+            env.0,
+            env.1
+        );
+    }
+}
+
+#[test]
+fn unmounted_tracefs_degrades_to_what_still_works() {
+    degrades(("NETSTAT_TRACEFS", "/nonexistent/tracefs"), &["tcp_accept", "udp_connect"]);
+}
+
+#[test]
+fn missing_tracepoints_degrade_to_what_still_works() {
+    let fake = std::env::temp_dir().join(format!("fake-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(fake.join("events/sock")).unwrap();
+    degrades(("NETSTAT_TRACEFS", fake.to_str().unwrap()), &["tcp_accept", "udp_connect"]);
+    let _ = std::fs::remove_dir_all(&fake);
+}
+
+#[test]
+fn cgroup_v1_only_host_degrades_to_what_still_works() {
+    degrades(("NETSTAT_CGROUP2", "/nonexistent/cgroup2"), &["udp_bind", "udp_connect", "udp_implicit_bind", "udp_close"]);
+}
+
+#[test]
+fn unprivileged_snapshot_still_works_and_says_why_tracing_does_not() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(netstat_bin())
+        .arg("-an")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "unprivileged -an failed: {err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Active Connections"));
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+    assert!(err.contains("tracing unavailable") && err.contains("CAP_BPF"), "{err}");
+}
