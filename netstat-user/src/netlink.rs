@@ -11,6 +11,7 @@ use std::{
 use crate::model::{Connection, Proto};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const INET_DIAG_INFO: u8 = 2;
@@ -25,6 +26,7 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NLMSG_HDR: usize = 16;
 const REQ_LEN: usize = 56;
+const REQ_V1_LEN: usize = 60;
 const DIAG_MSG_LEN: usize = 72;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,21 +76,39 @@ impl DiagSocket {
         Ok(DiagSocket { fd, seq: 0 })
     }
 
-    fn send_request(&mut self, spec: DumpSpec) -> Result<u32, DiagError> {
+    /// SOCK_DIAG_BY_FAMILY with inet_diag_req_v2 for one family, or, with
+    /// `both_families` (TCP only), the older TCPDIAG_GETSOCK request with
+    /// family AF_UNSPEC: the kernel then walks its TCP hash once for IPv4 and
+    /// IPv6 instead of twice, which halves the cost on a busy host (the walk
+    /// covers every namespace's sockets).
+    fn send_request(&mut self, spec: DumpSpec, both_families: bool) -> Result<(u32, u16), DiagError> {
         self.seq += 1;
-        let mut buf = [0u8; NLMSG_HDR + REQ_LEN];
-        buf[0..4].copy_from_slice(&((NLMSG_HDR + REQ_LEN) as u32).to_ne_bytes());
-        buf[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let ext = if spec.ulp && spec.proto == Proto::Tcp { 1 << (INET_DIAG_INFO - 1) } else { 0 };
+        let (ty, body) = if both_families {
+            // struct inet_diag_req: family, src_len, dst_len, ext, id, states, dbug.
+            let mut r = vec![0u8; REQ_V1_LEN];
+            r[0] = libc::AF_UNSPEC as u8;
+            r[3] = ext;
+            r[52..56].copy_from_slice(&u32::MAX.to_ne_bytes());
+            (TCPDIAG_GETSOCK, r)
+        } else {
+            // struct inet_diag_req_v2: family, protocol, ext, pad, states, id.
+            let mut r = vec![0u8; REQ_LEN];
+            r[0] = if spec.ipv6 { libc::AF_INET6 as u8 } else { libc::AF_INET as u8 };
+            r[1] = match spec.proto {
+                Proto::Tcp => libc::IPPROTO_TCP as u8,
+                Proto::Udp => libc::IPPROTO_UDP as u8,
+            };
+            r[2] = ext;
+            r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+            (SOCK_DIAG_BY_FAMILY, r)
+        };
+        let mut buf = vec![0u8; NLMSG_HDR];
+        buf[0..4].copy_from_slice(&((NLMSG_HDR + body.len()) as u32).to_ne_bytes());
+        buf[4..6].copy_from_slice(&ty.to_ne_bytes());
         buf[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
         buf[8..12].copy_from_slice(&self.seq.to_ne_bytes());
-        let r = &mut buf[NLMSG_HDR..];
-        r[0] = if spec.ipv6 { libc::AF_INET6 as u8 } else { libc::AF_INET as u8 };
-        r[1] = match spec.proto {
-            Proto::Tcp => libc::IPPROTO_TCP as u8,
-            Proto::Udp => libc::IPPROTO_UDP as u8,
-        };
-        r[2] = if spec.ulp && spec.proto == Proto::Tcp { 1 << (INET_DIAG_INFO - 1) } else { 0 };
-        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        buf.extend_from_slice(&body);
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
         let n = unsafe {
@@ -104,11 +124,11 @@ impl DiagSocket {
         if n < 0 {
             return Err(DiagError::Io { what: "send", source: io::Error::last_os_error() });
         }
-        Ok(self.seq)
+        Ok((self.seq, ty))
     }
 
-    fn dump(&mut self, spec: DumpSpec, out: &mut Vec<Connection>) -> Result<(), DiagError> {
-        let seq = self.send_request(spec)?;
+    fn dump(&mut self, spec: DumpSpec, both_families: bool, out: &mut Vec<Connection>) -> Result<(), DiagError> {
+        let (seq, reply_ty) = self.send_request(spec, both_families)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -141,7 +161,7 @@ impl DiagSocket {
                         }
                         return Err(DiagError::Kernel(io::Error::from_raw_os_error(-code)));
                     }
-                    SOCK_DIAG_BY_FAMILY => {
+                    t if t == reply_ty => {
                         if let Some(c) = parse_diag_msg(body, spec) {
                             out.push(c);
                         }
@@ -226,8 +246,27 @@ fn tls_offloaded(ulp: &[u8]) -> bool {
 pub fn dump(specs: &[DumpSpec]) -> Result<Vec<Connection>, DiagError> {
     let mut s = DiagSocket::open()?;
     let mut out = Vec::new();
+    let tcp = |ipv6| specs.iter().find(|x| x.proto == Proto::Tcp && x.ipv6 == ipv6);
+    let mut done_tcp = false;
+    if let (Some(a), Some(b)) = (tcp(false), tcp(true))
+        && a.ulp == b.ulp
+    {
+        // One walk for both families; if the kernel no longer takes the old
+        // request, ask per family below.
+        let mark = out.len();
+        match s.dump(*a, true, &mut out) {
+            Ok(()) => done_tcp = true,
+            Err(DiagError::Kernel(e)) => {
+                log::debug!("one-walk TCP dump refused ({e}), dumping per family");
+                out.truncate(mark);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     for spec in specs {
-        s.dump(*spec, &mut out)?;
+        if !(done_tcp && spec.proto == Proto::Tcp) {
+            s.dump(*spec, false, &mut out)?;
+        }
     }
     Ok(out)
 }
@@ -261,6 +300,29 @@ mod tests {
         assert!(!tls_offloaded(&tls(2)));
         assert!(!tls_offloaded(&attr(INET_ULP_INFO_NAME, b"mptcp\0")));
         assert!(!tls_offloaded(&[1, 0]));
+    }
+
+    #[test]
+    fn one_walk_dump_equals_per_family_dumps() {
+        let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let both = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false });
+        let mut s = DiagSocket::open().unwrap();
+        let mut one = Vec::new();
+        s.dump(both[0], true, &mut one).unwrap();
+        for l in [&l4, &l6] {
+            let a = l.local_addr().unwrap();
+            let c = one.iter().find(|c| c.local == a).expect("listener in the one-walk dump");
+            assert_eq!(c.ipv6, a.is_ipv6());
+        }
+        let mut split = Vec::new();
+        s.dump(both[0], false, &mut split).unwrap();
+        s.dump(both[1], false, &mut split).unwrap();
+        for l in [&l4, &l6] {
+            let a = l.local_addr().unwrap();
+            let find = |v: &[Connection]| v.iter().find(|c| c.local == a).cloned();
+            assert_eq!(find(&one), find(&split), "{a} differs between the one-walk and per-family dumps");
+        }
     }
 
     #[test]

@@ -55,12 +55,34 @@ pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> ProcOwner {
 }
 
 /// inode → lowest PID with an fd on it, for the inodes in `wanted`.
+///
+/// Processes in our own network namespace are scanned first, the others
+/// only if some socket is still without an owner (a process may hold a
+/// socket of another namespace): on a host with many namespaces most of
+/// the /proc walk is then skipped, and the answer is the same.
 pub fn scan(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, u32> {
     let mut pids: Vec<u32> = match std::fs::read_dir(proc_root) {
         Ok(d) => d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
         Err(_) => return HashMap::new(),
     };
     pids.sort_unstable();
+    let own_ns = std::fs::read_link(proc_root.join("self/ns/net")).ok();
+    let (near, far): (Vec<u32>, Vec<u32>) = match &own_ns {
+        // A process whose namespace cannot be read counts as ours.
+        Some(ns) => pids.iter().partition(|pid| {
+            std::fs::read_link(proc_root.join(format!("{pid}/ns/net"))).map_or(true, |n| &n == ns)
+        }),
+        None => (pids, Vec::new()),
+    };
+    let mut out = scan_parallel(proc_root, &near, wanted);
+    if out.len() < wanted.len() && !far.is_empty() {
+        let rest: HashSet<u64> = wanted.iter().copied().filter(|i| !out.contains_key(i)).collect();
+        out.extend(scan_parallel(proc_root, &far, &rest));
+    }
+    out
+}
+
+fn scan_parallel(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, u32> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
     // Small scans are not worth a thread.
     let threads = if pids.len() < 64 { 1 } else { threads };

@@ -447,3 +447,34 @@ fn an_empty_namespace_shows_only_the_header() {
         "\nActive Connections\n\n  Proto  Local Address          Foreign Address        State           PID\n"
     );
 }
+
+/// A socket of the namespace held by a process outside it (here: this test
+/// process, which made the socket from a thread that entered the namespace)
+/// still gets its owner: the owner scan falls back to every process.
+#[test]
+fn owner_outside_the_namespace_is_found() {
+    let ns = Netns::new("far");
+    let path = format!("/run/netns/{}", ns.name);
+    let listener = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        std::net::TcpListener::bind("127.0.0.1:7400").unwrap()
+    })
+    .join()
+    .unwrap();
+    let got = rows(&ns.netstat(&["-ano"]), true);
+    let me = std::process::id().to_string();
+    assert_eq!(
+        got,
+        vec![Row {
+            proto: "TCP".into(),
+            local: "127.0.0.1:7400".into(),
+            foreign: "0.0.0.0:0".into(),
+            state: "LISTENING".into(),
+            pid: Some(me),
+            exe: None
+        }]
+    );
+    drop(listener);
+}
