@@ -144,3 +144,42 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cli::Cli, model::ProcOwner};
+
+    /// What the live table will do: hand over connections whose owners were
+    /// captured in the kernel; the display prints them unchanged.
+    struct Captured(Vec<Connection>);
+
+    impl ConnectionSource for Captured {
+        fn connections(&mut self, _cfg: &Config) -> anyhow::Result<Vec<Connection>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn another_source_plugs_into_the_same_display() {
+        let cfg = Cli::parse_args(["netstat", "-anob"]).unwrap().unwrap().into_config().unwrap();
+        let conn = Connection {
+            proto: Proto::Tcp,
+            ipv6: false,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.1:50000".parse().unwrap(),
+            state: Some(netstat_common::tcp_state::ESTABLISHED),
+            inode: 0,
+            uid: 0,
+            offloaded: false,
+            owner: Some(ProcOwner { pid: 4242, comm: b"server\x1b".to_vec(), exe: None }),
+        };
+        let mut out = Vec::new();
+        render(&cfg, &mut Captured(vec![conn]), None, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\nActive Connections\n\n  Proto  Local Address          Foreign Address        State           PID\n  \
+             TCP    127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED     4242\n [server\\x1b]\n"
+        );
+    }
+}
