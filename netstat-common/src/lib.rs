@@ -255,6 +255,9 @@ pub mod lost {
     pub const OWNERS_FULL: u32 = 1;
     /// `LISTENERS` was full.
     pub const LISTENERS_FULL: u32 = 2;
+    /// Not a loss: transitions the nested-state program handled because the
+    /// main one was skipped for recursion (subtracted from its misses).
+    pub const RESCUED: u32 = 3;
     pub const COUNT: u32 = 4;
 }
 

@@ -49,6 +49,10 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// Per CPU: 1 while `inet_sock_set_state` runs (see state.rs).
+#[map]
+static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
 

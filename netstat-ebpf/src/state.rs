@@ -13,7 +13,7 @@ use netstat_common::{
 };
 
 use crate::{
-    LISTENERS, OWNERS,
+    IN_STATE, LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
@@ -21,8 +21,32 @@ use crate::{
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    set_in_state(1);
     let _ = try_inet_sock_set_state(&ctx);
+    set_in_state(0);
     0
+}
+
+/// The same tracepoint, attached after the main program. The kernel skips a
+/// raw tracepoint program that is already running on the CPU, so a softirq
+/// that changes a socket's state while the main program runs in process
+/// context (close(), connect()) would lose that transition. This copy
+/// handles exactly those: it runs for every transition but acts only while
+/// the main program is marked running on this CPU.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
+    if IN_STATE.get(0).is_some_and(|v| *v != 0) {
+        crate::emit::count_lost(lost::RESCUED);
+        let _ = try_inet_sock_set_state(&ctx);
+    }
+    0
+}
+
+#[inline(always)]
+fn set_in_state(v: u32) {
+    if let Some(p) = IN_STATE.get_ptr_mut(0) {
+        unsafe { *p = v };
+    }
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,

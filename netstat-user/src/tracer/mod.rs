@@ -149,8 +149,11 @@ impl Tracer {
         #[allow(deprecated)]
         let ring = AsyncFd::with_interest(ring, Interest::READABLE)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
+        // The nested-state program's own misses are not losses: the main
+        // program handled those transitions (see state.rs).
         let prog_fds = ebpf
             .programs()
+            .filter(|(name, _)| *name != "inet_sock_set_state_nested")
             .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
             .collect();
         Ok(Tracer {
@@ -205,7 +208,8 @@ impl Tracer {
         // fdinfo reads are cheap but not free: a few times a second is plenty.
         let misses = if self.recursion_checked.elapsed() >= Duration::from_millis(200) {
             self.recursion_checked = std::time::Instant::now();
-            self.recursion_misses()
+            let rescued: u64 = self.lost.get(&lost::RESCUED, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            self.recursion_misses().saturating_sub(rescued).max(self.recursion_seen)
         } else {
             self.recursion_seen
         };

@@ -89,7 +89,11 @@ const HOOKS: &[Hook] = &[
         // A raw tracepoint ("raw" category): no tracefs needed, and not
         // skipped when another BPF program runs on the CPU (see state.rs).
         needs: &[Need::Offsets(offsets::SOCK)],
-        tracepoints: &[("inet_sock_set_state", RAW, "inet_sock_set_state")],
+        tracepoints: &[
+            ("inet_sock_set_state", RAW, "inet_sock_set_state"),
+            // Attached second: runs after the main program (see state.rs).
+            ("inet_sock_set_state_nested", RAW, "inet_sock_set_state"),
+        ],
         cgroup: &[],
         // The tracepoint sees every transition in one hook; tcp_set_state
         // misses LISTEN and a child's SYN_RECV, which need two more.
@@ -446,6 +450,7 @@ fn mechanism(h: &Hook) -> String {
         .iter()
         .map(|(_, c, n)| if *c == RAW { format!("raw tracepoint {n}") } else { format!("tracepoint {c}:{n}") })
         .collect();
+    parts.dedup();
     parts.extend(h.cgroup.iter().map(|p| format!("cgroup {}", p.trim_start_matches("udp_"))));
     parts.join(", ")
 }
