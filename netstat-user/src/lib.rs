@@ -7,6 +7,7 @@ pub mod escape;
 pub mod info;
 pub mod live;
 pub mod model;
+pub mod ndjson;
 pub mod netlink;
 pub mod output;
 pub mod owners;

@@ -240,6 +240,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     let mut batch = Vec::with_capacity(4096);
+    let mut enc = (Vec::with_capacity(512), crate::ndjson::Clock::default());
     let mut events: u64 = 0;
     let mut lost: u64 = 0;
     let mut stop = false;
@@ -264,7 +265,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
                 Record::Lost { count, .. } => lost += count,
                 Record::Bad(_) => {}
             }
-            write_record(&mut out, &rec, cfg.json, tracer.clock_offset_ns)?;
+            write_record(&mut out, &rec, cfg.json, tracer.clock_offset_ns, &mut enc)?;
             if cfg.count > 0 && events >= cfg.count {
                 stop = true;
                 break;
@@ -282,12 +283,19 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_record(out: &mut impl Write, rec: &Record, json: bool, clock_offset_ns: i128) -> std::io::Result<()> {
+fn write_record(
+    out: &mut impl Write,
+    rec: &Record,
+    json: bool,
+    clock_offset_ns: i128,
+    enc: &mut (Vec<u8>, crate::ndjson::Clock),
+) -> std::io::Result<()> {
     let now = || rfc3339_nanos(crate::tracer::realtime_offset_ns() + monotonic_ns());
     match rec {
         Record::Event(e) if json => {
-            serde_json::to_writer(&mut *out, &StreamEvent::from_event(e, clock_offset_ns))?;
-            out.write_all(b"\n")
+            enc.0.clear();
+            crate::ndjson::write_event(&mut enc.0, e, clock_offset_ns, &mut enc.1);
+            out.write_all(&enc.0)
         }
         Record::Event(e) => writeln!(out, "{}", text_line(e, clock_offset_ns)),
         Record::Lost { reason, count } if json => {
