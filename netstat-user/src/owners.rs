@@ -82,14 +82,36 @@ pub fn scan(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, u32> {
     out
 }
 
+/// Fds per work item: a process holding 10,000 sockets is split across
+/// threads too, since the cost is the kernel's readlink of each fd.
+const CHUNK: usize = 1024;
+
 fn scan_parallel(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, u32> {
+    // Listing (getdents) is cheap; the readlinks are spread over threads.
+    let mut work: Vec<(u32, Vec<u32>)> = Vec::new();
+    let mut total = 0;
+    for &pid in pids {
+        let fds = list_fds(proc_root, pid);
+        total += fds.len();
+        work.extend(fds.chunks(CHUNK).map(|c| (pid, c.to_vec())));
+    }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
-    // Small scans are not worth a thread.
-    let threads = if pids.len() < 64 { 1 } else { threads };
-    let chunk = pids.len().div_ceil(threads).max(1);
+    let threads = if total < 4 * CHUNK { 1 } else { threads.min(work.len()) };
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let maps: Vec<HashMap<u64, u32>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            pids.chunks(chunk).map(|part| s.spawn(move || scan_pids(proc_root, part, wanted))).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = HashMap::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((pid, fds)) = work.get(i) else { break };
+                        read_links(proc_root, *pid, fds, wanted, &mut out);
+                    }
+                    out
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
     let mut out: HashMap<u64, u32> = HashMap::with_capacity(wanted.len());
@@ -101,48 +123,64 @@ fn scan_parallel(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashM
     out
 }
 
-fn scan_pids(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, u32> {
-    let mut out = HashMap::new();
-    let mut link = [0u8; 64];
+fn fd_dir(proc_root: &Path, pid: u32) -> Option<CString> {
     let mut path = proc_root.as_os_str().as_bytes().to_vec();
-    let base = path.len();
-    for &pid in pids {
-        path.truncate(base);
-        path.extend_from_slice(format!("/{pid}/fd").as_bytes());
-        let Ok(cpath) = CString::new(path.clone()) else { continue };
-        // Raw libc: readlinkat relative to the fd directory avoids a full
-        // path walk per descriptor, which is most of the cost at 100k sockets.
-        let dfd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if dfd < 0 {
-            continue;
-        }
-        let dir = unsafe { libc::fdopendir(dfd) };
-        if dir.is_null() {
-            unsafe { libc::close(dfd) };
-            continue;
-        }
-        loop {
-            let ent = unsafe { libc::readdir64(dir) };
-            if ent.is_null() {
-                break;
-            }
-            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-            if name.to_bytes().first().is_none_or(|c| !c.is_ascii_digit()) {
-                continue;
-            }
-            let n = unsafe { libc::readlinkat(dfd, name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
-            if n <= 0 {
-                continue;
-            }
-            if let Some(inode) = socket_inode(&link[..n as usize])
-                && wanted.contains(&inode)
-            {
-                out.entry(inode).or_insert(pid);
-            }
-        }
-        unsafe { libc::closedir(dir) };
+    path.extend_from_slice(format!("/{pid}/fd").as_bytes());
+    CString::new(path).ok()
+}
+
+/// The fd numbers of one process (empty when it is gone or not ours to read).
+fn list_fds(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Some(cpath) = fd_dir(proc_root, pid) else { return Vec::new() };
+    let dfd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dfd < 0 {
+        return Vec::new();
     }
-    out
+    let dir = unsafe { libc::fdopendir(dfd) };
+    if dir.is_null() {
+        unsafe { libc::close(dfd) };
+        return Vec::new();
+    }
+    let mut fds = Vec::new();
+    loop {
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            break;
+        }
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if let Some(n) = std::str::from_utf8(name.to_bytes()).ok().and_then(|s| s.parse().ok()) {
+            fds.push(n);
+        }
+    }
+    unsafe { libc::closedir(dir) };
+    fds
+}
+
+fn read_links(proc_root: &Path, pid: u32, fds: &[u32], wanted: &HashSet<u64>, out: &mut HashMap<u64, u32>) {
+    let Some(cpath) = fd_dir(proc_root, pid) else { return };
+    // readlinkat relative to the fd directory avoids a full path walk per
+    // descriptor.
+    let dfd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dfd < 0 {
+        return;
+    }
+    let mut link = [0u8; 64];
+    let mut name = [0u8; 16];
+    for &fd in fds {
+        let digits = fd.to_string();
+        name[..digits.len()].copy_from_slice(digits.as_bytes());
+        name[digits.len()] = 0;
+        let n = unsafe { libc::readlinkat(dfd, name.as_ptr().cast(), link.as_mut_ptr().cast(), link.len()) };
+        if n <= 0 {
+            continue;
+        }
+        if let Some(inode) = socket_inode(&link[..n as usize])
+            && wanted.contains(&inode)
+        {
+            out.entry(inode).and_modify(|p: &mut u32| *p = (*p).min(pid)).or_insert(pid);
+        }
+    }
+    unsafe { libc::close(dfd) };
 }
 
 /// `socket:[12345]` → 12345.
@@ -161,6 +199,34 @@ mod tests {
         assert_eq!(socket_inode(b"socket:[12345]"), Some(12345));
         assert_eq!(socket_inode(b"pipe:[12345]"), None);
         assert_eq!(socket_inode(b"socket:[12"), None);
+    }
+
+    /// Enough sockets in one process that the readlinks are split over threads.
+    #[test]
+    fn a_process_with_many_sockets_is_scanned_in_chunks() {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        let want = (5 * CHUNK) as u64;
+        if lim.rlim_cur < want + 256 {
+            lim.rlim_cur = (want + 256).min(lim.rlim_max);
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        }
+        let mut fds = Vec::new();
+        let mut wanted = HashSet::new();
+        for _ in 0..want {
+            let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+            wanted.insert(st.st_ino);
+            fds.push(fd);
+        }
+        let m = scan(Path::new("/proc"), &wanted);
+        for fd in fds {
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(m.len(), wanted.len());
+        assert!(m.values().all(|&p| p == std::process::id()));
     }
 
     #[test]

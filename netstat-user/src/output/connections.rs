@@ -192,9 +192,8 @@ struct JsonConn {
     offload_state: &'static str,
 }
 
-pub fn json_value(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) -> serde_json::Value {
-    let list: Vec<JsonConn> = rows
-        .iter()
+fn json_rows(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) -> Vec<JsonConn> {
+    rows.iter()
         .map(|c| {
             let name = |a: SocketAddr, foreign: bool| names.map(|r| endpoint(a, c.proto, Some(r), foreign, cfg.fqdn));
             JsonConn {
@@ -215,11 +214,21 @@ pub fn json_value(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) 
                 offload_state: offload_state(c),
             }
         })
-        .collect();
-    serde_json::json!({ "connections": list })
+        .collect()
+}
+
+/// `{"connections": [...]}` as a value (for callers that add fields).
+pub fn json_value(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) -> serde_json::Value {
+    serde_json::json!({ "connections": json_rows(rows, cfg, names) })
+}
+
+#[derive(Serialize)]
+struct JsonDoc {
+    connections: Vec<JsonConn>,
 }
 
 fn write_json(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, &json_value(rows, cfg, names))?;
+    // Straight to the writer: no intermediate `Value` tree for 100k rows.
+    serde_json::to_writer(&mut *w, &JsonDoc { connections: json_rows(rows, cfg, names) })?;
     writeln!(w)
 }
