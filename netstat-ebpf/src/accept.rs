@@ -49,19 +49,6 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     if OWNERS.insert(&sk, &owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
-    let b = Body {
-        kind: kind::TCP_ACCEPT,
-        flags: flags::OWNER_CURRENT,
-        now: t,
-        netns,
-        sock: sk,
-        tuple,
-        old_state: 0,
-        new_state: 0,
-        duration_ns: 0,
-        bytes_acked: 0,
-        bytes_received: 0,
-    };
-    emit(&owner, &b);
+    emit(&owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, tuple, t, netns));
     Ok(())
 }

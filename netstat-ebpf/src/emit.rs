@@ -48,6 +48,26 @@ pub struct Body {
     pub bytes_received: u64,
 }
 
+impl Body {
+    /// An event with no state change and no lifetime (accept, UDP).
+    #[inline(always)]
+    pub fn plain(kind: u32, flags: u32, sock: u64, tuple: Tuple, now: u64, netns: u32) -> Body {
+        Body {
+            kind,
+            flags,
+            now,
+            netns,
+            sock,
+            tuple,
+            old_state: 0,
+            new_state: 0,
+            duration_ns: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
+        }
+    }
+}
+
 /// Reserve, fill and submit one event; a full ring is counted, never silent.
 #[inline(always)]
 pub fn emit(owner: &Owner, b: &Body) {

@@ -21,19 +21,7 @@ const ALLOW: i32 = 1;
 #[inline(always)]
 fn body(kind: u32, flags: u32, sk: u64, tuple: Tuple, t: u64) -> Body {
     let (_, netns) = net_of(sk, &offsets());
-    Body {
-        kind,
-        flags,
-        now: t,
-        netns,
-        sock: sk,
-        tuple,
-        old_state: 0,
-        new_state: 0,
-        duration_ns: 0,
-        bytes_acked: 0,
-        bytes_received: 0,
-    }
+    Body::plain(kind, flags, sk, tuple, t, netns)
 }
 
 #[cgroup_sock(post_bind4)]
@@ -110,19 +98,23 @@ pub fn udp_sock_release(ctx: SockContext) -> i32 {
     ALLOW
 }
 
+/// The socket of a sock_addr hook, when it is UDP.
+#[inline(always)]
+fn udp_sock(ctx: &SockAddrContext) -> Option<*mut aya_ebpf::bindings::bpf_sock> {
+    let a = unsafe { &*ctx.sock_addr };
+    if a.protocol != IPPROTO_UDP as u32 {
+        return None;
+    }
+    let sk = unsafe { a.__bindgen_anon_1.sk };
+    (!sk.is_null()).then_some(sk)
+}
+
 /// connect(): the cgroup hook runs before the kernel binds an unbound
 /// socket, so whether the bind is implicit is known here; the port and the
 /// result are known at syscall exit.
 #[inline(always)]
 fn remember_connect(ctx: &SockAddrContext) {
-    let a = unsafe { &*ctx.sock_addr };
-    if a.protocol != IPPROTO_UDP as u32 {
-        return;
-    }
-    let sk = unsafe { a.__bindgen_anon_1.sk };
-    if sk.is_null() {
-        return;
-    }
+    let Some(sk) = udp_sock(ctx) else { return };
     let unbound = unsafe { (*sk).src_port } == 0;
     let p = PendingUdp {
         sock: sk as u64,
@@ -151,14 +143,7 @@ pub fn udp_connect6(ctx: SockAddrContext) -> i32 {
 /// socket; if we saw it created unbound, this send bound it.
 #[inline(always)]
 fn implicit_bind_on_send(ctx: &SockAddrContext) {
-    let a = unsafe { &*ctx.sock_addr };
-    if a.protocol != IPPROTO_UDP as u32 {
-        return;
-    }
-    let sk = unsafe { a.__bindgen_anon_1.sk };
-    if sk.is_null() {
-        return;
-    }
+    let Some(sk) = udp_sock(ctx) else { return };
     let key = sk as u64;
     // PTR_TO_SOCKET allows no arithmetic: use the copy stored at creation.
     let Some(sk) = (unsafe { UDP_UNBOUND.get(&key) }).copied() else {
