@@ -114,13 +114,20 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
     if route {
         let r = info::routes(proc_root, sys_root)?;
         if cfg.json {
-            json.routes = Some(serde_json::json!({"ipv4": r.ipv4, "ipv6": r.ipv6}));
+            let mut routes = serde_json::Map::new();
+            if cfg.family.v4() {
+                routes.insert("ipv4".into(), serde_json::to_value(&r.ipv4)?);
+            }
+            if cfg.family.v6() {
+                routes.insert("ipv6".into(), serde_json::to_value(&r.ipv6)?);
+            }
+            json.routes = Some(serde_json::Value::Object(routes));
             json.interfaces = Some(r.interfaces);
         } else {
             if ethernet {
                 writeln!(w)?;
             }
-            output::info::write_routes(&r, w)?;
+            output::info::write_routes(&r, cfg.family, w)?;
         }
     }
     let sections;

@@ -79,6 +79,7 @@ golden_tests! {
     statistics_icmpv6: "basic", ["-s", "-p", "icmpv6"];
     statistics_ipv4_only: "basic", ["-s", "-4"];
     routes: "basic", ["-r"];
+    routes_ipv6_only: "basic", ["-r", "-6"];
     json_routes: "basic", ["-r", "--json"];
     json_statistics_ethernet: "basic", ["-se", "--json"];
     noipv6_all: "noipv6", ["-ano"];

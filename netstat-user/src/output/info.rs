@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use super::{cell, rcell};
 use crate::{
+    config::Family,
     escape::escape,
     info::{InterfaceReport, RouteReport, Rows, Section},
     proc::dev::DevCounters,
@@ -56,7 +57,8 @@ fn mac_cells(mac: Option<&str>) -> String {
     }
 }
 
-pub fn write_routes(r: &RouteReport, w: &mut impl Write) -> io::Result<()> {
+/// -4/-6 leave out the other family's table.
+pub fn write_routes(r: &RouteReport, family: Family, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "{RULE}\nInterface List")?;
     for l in &r.interfaces {
         let idx = l.ifindex.map_or("?".to_string(), |i| i.to_string());
@@ -66,43 +68,46 @@ pub fn write_routes(r: &RouteReport, w: &mut impl Write) -> io::Result<()> {
     }
     writeln!(w, "{RULE}\n")?;
 
-    writeln!(w, "IPv4 Route Table\n{RULE}\nActive Routes:")?;
-    writeln!(w, "Network Destination        Netmask          Gateway       Interface  Metric")?;
-    for rt in &r.ipv4 {
-        let mut l = String::new();
-        rcell(&mut l, &rt.destination.to_string(), 17);
-        rcell(&mut l, &rt.netmask.to_string(), 17);
-        rcell(&mut l, &rt.gateway.map_or("On-link".to_string(), |g| g.to_string()), 17);
-        rcell(&mut l, &escape(&rt.interface), 16);
-        rcell(&mut l, &rt.metric.to_string(), 8);
-        writeln!(w, "{l}")?;
+    if family.v4() {
+        writeln!(w, "IPv4 Route Table\n{RULE}\nActive Routes:")?;
+        writeln!(w, "Network Destination        Netmask          Gateway       Interface  Metric")?;
+        for rt in &r.ipv4 {
+            let mut l = String::new();
+            rcell(&mut l, &rt.destination.to_string(), 17);
+            rcell(&mut l, &rt.netmask.to_string(), 17);
+            rcell(&mut l, &rt.gateway.map_or("On-link".to_string(), |g| g.to_string()), 17);
+            rcell(&mut l, &escape(&rt.interface), 16);
+            rcell(&mut l, &rt.metric.to_string(), 8);
+            writeln!(w, "{l}")?;
+        }
+        if r.ipv4.is_empty() {
+            writeln!(w, "  None")?;
+        }
+        writeln!(w, "{RULE}\n")?;
     }
-    if r.ipv4.is_empty() {
-        writeln!(w, "  None")?;
+    if family.v6() {
+        writeln!(w, "IPv6 Route Table\n{RULE}\nActive Routes:")?;
+        writeln!(w, " If Metric Network Destination      Gateway")?;
+        for rt in &r.ipv6 {
+            let ifx = r
+                .interfaces
+                .iter()
+                .find(|l| l.name == rt.interface)
+                .and_then(|l| l.ifindex)
+                .map_or_else(|| escape(&rt.interface).into_owned(), |i| i.to_string());
+            let mut l = String::new();
+            rcell(&mut l, &ifx, 3);
+            rcell(&mut l, &rt.metric.to_string(), 7);
+            l.push(' ');
+            cell(&mut l, &format!("{}/{}", rt.destination, rt.prefix_len), 25);
+            l.push_str(&rt.gateway.map_or("On-link".to_string(), |g| g.to_string()));
+            writeln!(w, "{l}")?;
+        }
+        if r.ipv6.is_empty() {
+            writeln!(w, "  None")?;
+        }
+        writeln!(w, "{RULE}")?;
     }
-    writeln!(w, "{RULE}\n")?;
-
-    writeln!(w, "IPv6 Route Table\n{RULE}\nActive Routes:")?;
-    writeln!(w, " If Metric Network Destination      Gateway")?;
-    for rt in &r.ipv6 {
-        let ifx = r
-            .interfaces
-            .iter()
-            .find(|l| l.name == rt.interface)
-            .and_then(|l| l.ifindex)
-            .map_or_else(|| escape(&rt.interface).into_owned(), |i| i.to_string());
-        let mut l = String::new();
-        rcell(&mut l, &ifx, 3);
-        rcell(&mut l, &rt.metric.to_string(), 7);
-        l.push(' ');
-        cell(&mut l, &format!("{}/{}", rt.destination, rt.prefix_len), 25);
-        l.push_str(&rt.gateway.map_or("On-link".to_string(), |g| g.to_string()));
-        writeln!(w, "{l}")?;
-    }
-    if r.ipv6.is_empty() {
-        writeln!(w, "  None")?;
-    }
-    writeln!(w, "{RULE}")?;
     Ok(())
 }
 
