@@ -139,6 +139,9 @@ impl DiagSocket {
                 }
                 return Err(DiagError::Io { what: "receive", source: e });
             }
+            if n == 0 {
+                return Err(DiagError::Malformed("reply ended before NLMSG_DONE"));
+            }
             let mut msgs = &buf[..n as usize];
             while msgs.len() >= NLMSG_HDR {
                 let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
