@@ -106,12 +106,13 @@ fn json_is_one_document_per_display() {
     assert!(out.contains(r#""Segments Received":99999999999999999999999"#), "{out}");
 }
 
-/// INTERVAL redisplays until interrupted.
+/// INTERVAL redisplays until interrupted (the snapshot loop: --no-trace;
+/// the traced loop is the live table's and has its own tests).
 #[test]
 fn interval_redisplays() {
     let root = fixtures().join("basic");
     let mut child = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(["-n", "1", "--proc-root"])
+        .args(["-n", "1", "--no-trace", "--proc-root"])
         .arg(root.join("proc"))
         .arg("--sys-root")
         .arg(root.join("sys"))
