@@ -92,10 +92,16 @@ pub fn locate(proc_root: &Path) -> Result<PathBuf, TracefsError> {
     let rc = unsafe {
         libc::mount(c("nodev").as_ptr(), c("/sys/kernel/tracing").as_ptr(), c("tracefs").as_ptr(), 0, std::ptr::null())
     };
-    if rc == 0 && target.join("events").is_dir() {
+    // EBUSY usually means the kernel automounted tracefs there as we looked
+    // (a fresh sysfs, as under `ip netns exec`): it is there now.
+    let err = std::io::Error::last_os_error();
+    if target.join("events").is_dir() {
         return Ok(target.to_path_buf());
     }
-    Err(TracefsError::NotMounted(std::io::Error::last_os_error().to_string()))
+    if rc == 0 {
+        return Err(TracefsError::NotMounted(format!("{} has no events directory", target.display())));
+    }
+    Err(TracefsError::NotMounted(err.to_string()))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
