@@ -2,6 +2,10 @@ use std::process::ExitCode;
 
 use netstat_user::{EnvError, cli, config::Mode, display, is_broken_pipe, live, stream, tracer};
 
+fn live_kernel(cfg: &netstat_user::config::Config) -> bool {
+    cfg.proc_root == std::path::Path::new("/proc")
+}
+
 fn main() -> ExitCode {
     let cli = match cli::Cli::parse_args(std::env::args_os()) {
         Ok(Ok(c)) => c,
@@ -24,11 +28,12 @@ fn main() -> ExitCode {
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
         Mode::ProbeReport => tracer::probe_report(&cfg),
-        Mode::Connections if cfg.interval.is_some() && cfg.trace => live::run(&cfg),
+        // Fixture trees (--proc-root) describe no live kernel: snapshots only.
+        Mode::Connections if cfg.interval.is_some() && cfg.trace && live_kernel(&cfg) => live::run(&cfg),
         Mode::Connections => {
             // A one-shot display is the table's seed snapshot; say when the
             // tracer could not have been used.
-            if cfg.trace {
+            if cfg.trace && live_kernel(&cfg) {
                 if let Some(why) = live::tracing_unavailable(&cfg) {
                     eprintln!("netstat: tracing unavailable ({}); showing a snapshot", netstat_user::escape::escape(&why));
                 }
