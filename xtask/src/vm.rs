@@ -139,12 +139,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let build_time = t_build.elapsed();
 
     let initramfs = cache.join(format!("initramfs-{}.cpio", std::process::id()));
-    write_initramfs(&initramfs, &bins, &opts)?;
+    write_initramfs(&initramfs, &bins, &kernels, &opts)?;
     let _cleanup = RemoveOnDrop(initramfs.clone());
 
-    let runs: Vec<(&Kernel, &str)> = kernels
+    // (kernel, backend, whether this run also has the backend-independent tests)
+    let runs: Vec<(&Kernel, &str, bool)> = kernels
         .iter()
-        .flat_map(|k| opts.backends.iter().map(move |b| (k, b.as_str())))
+        .flat_map(|k| opts.backends.iter().enumerate().map(move |(i, b)| (k, b.as_str(), i == 0)))
         .collect();
     let t_vm = Instant::now();
     let results = Mutex::new(Vec::new());
@@ -154,8 +155,8 @@ pub fn run(args: &[String]) -> Result<()> {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((k, b)) = runs.get(i) else { break };
-                    let r = boot(k, b, &initramfs, &opts);
+                    let Some((k, b, all)) = runs.get(i) else { break };
+                    let r = boot(k, b, *all, &initramfs, &opts);
                     results.lock().unwrap().push((i, r));
                 }
             });
@@ -168,7 +169,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("\nvm-test summary:");
     let mut failed = 0;
     for (i, r) in &results {
-        let (k, b) = runs[*i];
+        let (k, b, _) = runs[*i];
         let verdict = match &r.verdict {
             Ok(()) => "PASS".to_string(),
             Err(e) => {
@@ -183,7 +184,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("\nprobe plan per kernel and backend (--probe-report in the guest):");
     for (i, r) in &results {
-        let (k, b) = runs[*i];
+        let (k, b, _) = runs[*i];
         for line in &r.probe_report {
             println!("  {:<24} {:<10} {line}", k.release, b);
         }
@@ -305,7 +306,15 @@ struct Kernel {
     release: String,
     /// ELF vmlinux when it could be extracted (boots ~3 s faster), else the bzImage.
     image: PathBuf,
+    /// `MODULES`, uncompressed, loaded by /init.
+    modules: Vec<PathBuf>,
 }
+
+/// Modules the tests need that Debian builds as modules (BPF itself needs
+/// none): veth for the namespace tests. Paths under kernel/.
+const MODULES: &[&str] = &["drivers/net/veth"];
+/// Marks a cache entry that holds everything this version of the xtask needs.
+const CACHE_COMPLETE: &str = "complete-v2";
 
 /// The image package the meta-package currently depends on.
 fn resolve_package(spec: &KernelSpec) -> Option<String> {
@@ -344,19 +353,32 @@ fn fetch_kernel(spec: &KernelSpec, cache: &Path) -> Result<Kernel> {
         }
     };
     let dir = cache.join(&pkg);
-    if !dir.join("vmlinuz").exists() {
+    if !dir.join(CACHE_COMPLETE).exists() {
         download_kernel(&pkg, &dir)?;
+        // Debian moved on: the older images of this series are dead weight.
+        let prefix = format!("linux-image-{}.", spec.series);
+        for e in fs::read_dir(cache)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name != pkg && !name.contains(".partial") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
     let release = fs::read_to_string(dir.join("release"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| pkg.trim_start_matches("linux-image-").to_string());
     let vmlinux = dir.join("vmlinux");
     let image = if vmlinux.exists() { vmlinux } else { dir.join("vmlinuz") };
-    Ok(Kernel { release, image })
+    let mut modules: Vec<PathBuf> = match fs::read_dir(dir.join("modules")) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    modules.sort();
+    Ok(Kernel { release, image, modules })
 }
 
-/// `apt-get download` the image package and keep only /boot/vmlinuz from it
-/// (the modules are not needed: BPF is built in).
+/// `apt-get download` the image package and keep only /boot/vmlinuz and
+/// the few `MODULES` from it.
 fn download_kernel(pkg: &str, dir: &Path) -> Result<()> {
     eprintln!("xtask: fetching {pkg} (once; cached in {})", dir.display());
     let tmp = PathBuf::from(format!("{}.partial-{}", dir.display(), std::process::id()));
@@ -385,8 +407,11 @@ fn download_kernel(pkg: &str, dir: &Path) -> Result<()> {
         .stdout(Stdio::piped())
         .spawn()
         .context("spawning dpkg-deb")?;
+    let mut patterns = vec!["./boot/vmlinuz-*".to_string()];
+    patterns.extend(MODULES.iter().map(|m| format!("./lib/modules/*/kernel/{m}.ko*")));
     let status = Command::new("tar")
-        .args(["-x", "--wildcards", "./boot/vmlinuz-*"])
+        .args(["-x", "--wildcards"])
+        .args(&patterns)
         .current_dir(&tmp)
         .stdin(tar_src.stdout.take().unwrap())
         .status()
@@ -403,11 +428,30 @@ fn download_kernel(pkg: &str, dir: &Path) -> Result<()> {
     fs::rename(&vmlinuz, tmp.join("vmlinuz"))?;
     fs::write(tmp.join("release"), format!("{release}\n"))?;
     fs::remove_dir_all(tmp.join("boot"))?;
+    fs::create_dir_all(tmp.join("modules"))?;
+    for m in MODULES {
+        let name = m.rsplit('/').next().unwrap_or(m);
+        let base = tmp.join(format!("lib/modules/{release}/kernel/{m}.ko"));
+        let out = tmp.join("modules").join(format!("{name}.ko"));
+        if base.exists() {
+            fs::rename(&base, &out)?;
+            continue;
+        }
+        // Newer Debian kernels ship modules xz-compressed; busybox insmod wants them plain.
+        let xz = base.with_extension("ko.xz");
+        let plain = Command::new("xz").arg("-dc").arg(&xz).output().with_context(|| format!("xz -dc {}", xz.display()))?;
+        if !plain.status.success() || plain.stdout.is_empty() {
+            bail!("{pkg} has no usable {m}.ko");
+        }
+        fs::write(&out, plain.stdout)?;
+    }
+    let _ = fs::remove_dir_all(tmp.join("lib"));
     fs::remove_file(&deb)?;
     match extract_vmlinux(&fs::read(tmp.join("vmlinuz"))?) {
         Ok(elf) => fs::write(tmp.join("vmlinux"), elf)?,
         Err(e) => eprintln!("xtask: booting the bzImage of {pkg} (no ELF vmlinux: {e:#})"),
     }
+    fs::write(tmp.join(CACHE_COMPLETE), "")?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir)?;
     Ok(())
@@ -463,8 +507,18 @@ fn extract_vmlinux(bz: &[u8]) -> Result<Vec<u8>> {
 struct StaticBins {
     netstat: PathBuf,
     netstat_load: PathBuf,
-    /// Integration test executables (netstat-user/tests/*.rs), by name.
-    tests: Vec<(String, PathBuf)>,
+    /// Integration test executables (netstat-user/tests/*.rs).
+    tests: Vec<TestBin>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct TestBin {
+    name: String,
+    exe: PathBuf,
+    /// Its source uses the kernel-test helpers (`mod support;`, which pass
+    /// NETSTAT_TEST_BACKEND to netstat) or the variable itself: it runs once
+    /// per backend. The others run once per kernel.
+    per_backend: bool,
 }
 
 fn build_static() -> Result<StaticBins> {
@@ -491,7 +545,9 @@ fn build_static() -> Result<StaticBins> {
             let exe = exe.into_std_path_buf();
             use cargo_metadata::TargetKind;
             if a.target.kind.contains(&TargetKind::Test) {
-                tests.push((a.target.name.clone(), exe));
+                let src = fs::read_to_string(&a.target.src_path).unwrap_or_default();
+                let per_backend = src.contains("mod support;") || src.contains("NETSTAT_TEST_BACKEND");
+                tests.push(TestBin { name: a.target.name.clone(), exe, per_backend });
             } else if a.target.kind.contains(&TargetKind::Bin) && !a.profile.test {
                 match a.target.name.as_str() {
                     "netstat" => netstat = Some(exe),
@@ -515,7 +571,7 @@ fn build_static() -> Result<StaticBins> {
     if bins.tests.is_empty() {
         bail!("netstat-user has no integration tests (netstat-user/tests/*.rs) to run in the VMs");
     }
-    for p in [&bins.netstat, &bins.netstat_load].into_iter().chain(bins.tests.iter().map(|(_, p)| p)) {
+    for p in [&bins.netstat, &bins.netstat_load].into_iter().chain(bins.tests.iter().map(|t| &t.exe)) {
         if !is_static_elf(p) {
             bail!("{} is dynamically linked (RUSTFLAGS +crt-static was not applied)", p.display());
         }
@@ -540,6 +596,7 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpffs /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
+for m in /lib/modules/$(uname -r)/*.ko; do [ -e "$m" ] && insmod "$m"; done
 # NETSTAT_TEST_VM: the guest CPU is emulated (about 5x slower than the host).
 export NETSTAT_BIN=/bin/netstat NETSTAT_LOAD_BIN=/bin/netstat-load NETSTAT_TEST_VM=1
 echo "netstat-vm: kernel $(uname -r), backend ${NETSTAT_TEST_BACKEND:-auto}, $(nproc) cpu(s)"
@@ -555,7 +612,10 @@ args=$(cat /etc/netstat-test-args)
 if [ -x /etc/netstat-vm-exec ]; then
   /etc/netstat-vm-exec; rc=$?; NETSTAT_VM_SELFTEST=exec
 fi
-for t in /tests/*; do
+# Tests that do not depend on the backend run in the first run of a kernel only.
+dirs=/tests/per-backend
+[ "$NETSTAT_VM_ALL_TESTS" = 1 ] && dirs="/tests/once /tests/per-backend"
+for t in $(for d in $dirs; do ls -d $d/* 2>/dev/null; done); do
   [ -n "$NETSTAT_VM_SELFTEST" ] && break
   echo "netstat-vm: running ${t##*/}"
   "$t" $args || rc=1
@@ -641,7 +701,7 @@ impl<W: Write> Cpio<W> {
     }
 }
 
-fn write_initramfs(path: &Path, bins: &StaticBins, o: &Options) -> Result<()> {
+fn write_initramfs(path: &Path, bins: &StaticBins, kernels: &[Kernel], o: &Options) -> Result<()> {
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut c = Cpio::new(BufWriter::new(f));
     for d in ["bin", "proc", "sys", "dev", "tmp", "run", "root", "etc", "tests"] {
@@ -661,8 +721,21 @@ fn write_initramfs(path: &Path, bins: &StaticBins, o: &Options) -> Result<()> {
     // directly find them there.
     c.symlink(&bins.netstat.to_string_lossy(), "/bin/netstat")?;
     c.symlink(&bins.netstat_load.to_string_lossy(), "/bin/netstat-load")?;
-    for (name, exe) in &bins.tests {
-        c.host_file(&format!("tests/{name}"), exe, 0o755)?;
+    for t in &bins.tests {
+        let dir = if t.per_backend { "tests/per-backend" } else { "tests/once" };
+        c.host_file(&format!("{dir}/{}", t.name), &t.exe, 0o755)?;
+    }
+    for k in kernels {
+        for m in &k.modules {
+            let name = m.file_name().unwrap_or_default().to_string_lossy();
+            c.host_file(&format!("lib/modules/{}/{name}", k.release), m, 0o644)?;
+        }
+    }
+    // Name lookups (tests bind their own copies over these in namespaces).
+    for f in ["/etc/hosts", "/etc/services", "/etc/protocols", "/etc/nsswitch.conf", "/etc/resolv.conf"] {
+        if Path::new(f).is_file() {
+            c.host_file(f, Path::new(f), 0o644)?;
+        }
     }
     // Tests find fixtures through CARGO_MANIFEST_DIR, a host path baked in at
     // compile time: mirror them at that same path.
@@ -691,6 +764,10 @@ fn add_tree<W: Write>(c: &mut Cpio<W>, dir: &Path) -> Result<()> {
             add_tree(c, &p)?;
         } else if meta.is_file() {
             c.host_file(&p.to_string_lossy(), &p, 0o644)?;
+        } else if meta.file_type().is_symlink() {
+            // /proc fixtures: fd/N -> socket:[INODE], exe -> /usr/sbin/...
+            let target = fs::read_link(&p)?;
+            c.symlink(&p.to_string_lossy(), &target.to_string_lossy())?;
         }
     }
     Ok(())
@@ -723,7 +800,7 @@ struct RunResult {
     probe_report: Vec<String>,
 }
 
-fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
+fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Options) -> RunResult {
     let tag = format!("[{} {}]", k.release, backend);
     let started = Instant::now();
     let mut append = format!(
@@ -732,6 +809,9 @@ fn boot(k: &Kernel, backend: &str, initramfs: &Path, o: &Options) -> RunResult {
     );
     if let Some(s) = &o.selftest {
         append.push_str(&format!(" NETSTAT_VM_SELFTEST={s}"));
+    }
+    if all_tests {
+        append.push_str(" NETSTAT_VM_ALL_TESTS=1");
     }
     let mut c = Command::new("qemu-system-x86_64");
     // One host thread for all vCPUs: with multi-threaded TCG, the kernel's
