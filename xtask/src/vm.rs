@@ -61,8 +61,8 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         kernels: Vec::new(),
         backends: Vec::new(),
-        // Each VM is one host thread (see boot): two at a time fill 2 cores.
-        jobs: 2,
+        // Each VM is one host thread (see boot): one per core.
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         smp: 2,
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         test_args: Vec::new(),
