@@ -322,7 +322,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         for rec in batch.drain(..) {
             live.apply(&rec);
         }
-        live.table.reconcile(snap.iter().map(SnapshotRow::from).collect(), started);
+        live.table.reconcile(snap.into_iter().map(SnapshotRow::from), started);
         live.render(&mut out)?;
         next += interval;
         loop {

@@ -87,16 +87,17 @@ pub fn tcp_state_name(s: u32) -> &'static str {
     }
 }
 
-impl From<&Connection> for crate::table::SnapshotRow {
-    /// Seed or reconcile the live table from a snapshot.
-    fn from(c: &Connection) -> Self {
+impl From<Connection> for crate::table::SnapshotRow {
+    /// Seed or reconcile the live table from a snapshot (consumed, so a
+    /// large snapshot is never held twice).
+    fn from(c: Connection) -> Self {
         crate::table::SnapshotRow {
             key: crate::table::ConnKey { proto: c.proto, local: c.local, remote: c.remote },
             state: c.state,
             inode: c.inode,
             uid: c.uid,
             offloaded: c.offloaded,
-            owner: c.owner.as_ref().map(|o| (o.pid, o.comm.clone())),
+            owner: c.owner.map(|o| (o.pid, o.comm)),
         }
     }
 }

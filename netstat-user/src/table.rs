@@ -50,6 +50,8 @@ pub struct Row {
     pub uid: u32,
     /// Kernel TLS device offload, as the last snapshot saw it.
     pub offloaded: bool,
+    /// The reconcile generation that last found the row in a snapshot.
+    confirmed: u32,
 }
 
 /// A connection that opened and/or closed since the last display.
@@ -84,6 +86,8 @@ pub struct Table {
     recently_closed: HashMap<ConnKey, u64>,
     netns: u32,
     max_rows: usize,
+    /// Generation of the current reconcile (see `Row::confirmed`).
+    generation: u32,
     /// TIME_WAIT rows oldest first: the first to go when live rows hit the cap.
     time_wait: VecDeque<ConnKey>,
     /// Rows dropped because of the cap (closed rows, then TIME_WAIT rows,
@@ -118,6 +122,7 @@ impl Table {
             netns,
             max_rows,
             time_wait: VecDeque::new(),
+            generation: 0,
             dropped: 0,
             lost_events: 0,
             lost_since: None,
@@ -238,6 +243,7 @@ impl Table {
                     inode: 0,
                     uid: e.uid,
                     offloaded: false,
+                    confirmed: 0,
                 });
                 if let Some(row) = self.rows.get_mut(&key) {
                     row.owner = owner.or(row.owner.take());
@@ -282,6 +288,7 @@ impl Table {
                     inode: 0,
                     uid: 0,
                     offloaded: false,
+                    confirmed: 0,
                 });
             }
             return;
@@ -296,6 +303,7 @@ impl Table {
             inode: 0,
             uid: e.uid,
             offloaded: false,
+            confirmed: 0,
         });
         let Some(row) = self.rows.get_mut(&key) else { return };
         row.state = Some(new);
@@ -310,13 +318,18 @@ impl Table {
     /// Rows no event touched since `started_ns` and absent from the snapshot
     /// are stale (their close was lost): removed. Snapshot rows missing from
     /// the table are added unless closed after the snapshot began.
-    pub fn reconcile(&mut self, snapshot: Vec<SnapshotRow>, started_ns: u64) -> ReconcileStats {
+    pub fn reconcile(&mut self, snapshot: impl IntoIterator<Item = SnapshotRow>, started_ns: u64) -> ReconcileStats {
         let mut stats = ReconcileStats::default();
-        let mut present: HashMap<ConnKey, ()> = HashMap::with_capacity(snapshot.len());
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let snapshot = snapshot.into_iter();
+        // Grow once, not by doubling through a large seed.
+        let want = snapshot.size_hint().0.min(self.max_rows);
+        self.rows.reserve(want.saturating_sub(self.rows.len()));
         for s in snapshot {
-            present.insert(s.key, ());
             match self.rows.get_mut(&s.key) {
                 Some(row) => {
+                    row.confirmed = generation;
                     if row.seen_ns < started_ns {
                         if row.state != s.state {
                             stats.corrected += 1;
@@ -337,6 +350,7 @@ impl Table {
                     stats.added += 1;
                     self.insert_row(
                         Row {
+                            confirmed: generation,
                             key: s.key,
                             state: s.state,
                             owner: s.owner.map(|(pid, comm)| RowOwner { pid, comm, source: OwnerSource::Proc }),
@@ -353,7 +367,7 @@ impl Table {
         let stale: Vec<ConnKey> = self
             .rows
             .values()
-            .filter(|r| r.seen_ns < started_ns && !present.contains_key(&r.key))
+            .filter(|r| r.seen_ns < started_ns && r.confirmed != generation)
             .map(|r| r.key)
             .collect();
         for k in stale {
