@@ -42,6 +42,7 @@ pub fn snapshot_tables(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Conne
 /// The /proc/net fallback (no offload information there: all InHost).
 pub fn from_proc(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Connection>, ProcError> {
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for s in specs {
         let name = match (s.proto, s.ipv6) {
             (Proto::Tcp, false) => "tcp",
@@ -49,7 +50,19 @@ pub fn from_proc(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Connection>
             (Proto::Udp, false) => "udp",
             (Proto::Udp, true) => "udp6",
         };
-        out.extend(sockets::read_table(proc_root, name, s.proto, s.ipv6)?);
+        match sockets::read_table(proc_root, name, s.proto, s.ipv6) {
+            Ok(rows) => out.extend(rows),
+            Err(e) => errors.push(e),
+        }
+    }
+    // An unreadable table costs its rows, not the display: say so once.
+    if !errors.is_empty() && errors.len() == specs.len() {
+        return Err(errors.remove(0));
+    }
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !errors.is_empty() && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let what: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        eprintln!("netstat: warning: {}; showing the rest", crate::escape::escape(&what.join("; ")));
     }
     Ok(out)
 }

@@ -226,3 +226,73 @@ fn unprivileged_snapshot_still_works_and_says_why_tracing_does_not() {
     assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
     assert!(err.contains("tracing unavailable") && err.contains("CAP_BPF"), "{err}");
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let ok = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+#[test]
+fn an_unreadable_proc_table_costs_its_rows_not_the_display() {
+    let dir = std::env::temp_dir().join(format!("fx-unreadable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic"), &dir);
+    // A table that cannot be read (a directory where the file should be).
+    std::fs::remove_file(dir.join("proc/net/udp")).unwrap();
+    std::fs::create_dir(dir.join("proc/net/udp")).unwrap();
+    let out = Command::new(netstat_bin())
+        .args(["-ano", "--proc-root"])
+        .arg(dir.join("proc"))
+        .arg("--sys-root")
+        .arg(dir.join("sys"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    assert!(text.contains("LISTENING") && text.contains("ESTABLISHED"), "the readable tables are gone:\n{text}");
+    assert_eq!(err.lines().count(), 1, "one line saying why: {err}");
+    assert!(err.contains("net/udp"), "{err}");
+}
+
+#[test]
+fn hostile_host_names_are_escaped() {
+    let ns = Netns::new("hosts");
+    let etc = std::path::PathBuf::from(format!("/etc/netns/{}", ns.name));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("hosts"), "127.0.0.1 \x1b]0;pwned\x07evil\x1b[2Jhost\n").unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _c = Cleanup(etc);
+    let hold = Lines::spawn(ns.cmd(&load_bin(), &["hold", "--name", &name("hh"), "--tcp-listen", "127.0.0.1:7100", "--tcp-connect", "127.0.0.1:7100", "--seconds", "30"]));
+    assert!(hold.wait_for(Duration::from_secs(10), |l| l.iter().any(|x| x.contains("ready"))), "hold never ready");
+    let out = ns.cmd(&netstat_bin(), &["-a", "-f", "--no-trace"]).output().unwrap();
+    drop(hold);
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("evil"), "the hosts name was not used:\n{text}");
+    for c in text.chars() {
+        assert!(c == '\n' || !c.is_control(), "control character {c:?} reached the output:\n{text}");
+    }
+    assert!(text.contains("\\x1b]0;pwned\\x07evil"), "not shown escaped:\n{text}");
+}
+
+#[test]
+fn stream_memory_stays_flat_under_a_flood() {
+    let stream = Stream::start(&[]);
+    let rss = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    };
+    let before = rss(stream.pid());
+    load(&["churn", "--name", &name("mf"), "--addr", "127.0.0.1", "--processes", "2", "--seconds", "4"]);
+    let after = rss(stream.pid());
+    let events = stream.stop();
+    assert!(events.len() > 10_000, "the flood produced only {} events", events.len());
+    assert!(after < before + 16 * 1024, "RSS grew from {before} kB to {after} kB under the flood");
+}
