@@ -55,7 +55,10 @@ const USAGE: &str = "usage: cargo xtask vm-test [--kernel 6.1|6.12]... [--backen
                           [--jobs N] [--smp N] [--timeout SECS] [--exec 'SHELL CMD'] [-- TEST-ARGS]
 Boots each kernel once per backend with the statically linked netstat-user
 integration tests in an initramfs (--exec runs a command there instead). Kernels are cached in $NETSTAT_VM_CACHE
-(default <workspace>/.vmcache). TEST-ARGS go to every test binary (no spaces).";
+(default <workspace>/.vmcache). TEST-ARGS go to every test binary (no spaces).
+Default backends: all four, or the comma-separated list in $NETSTAT_VM_BACKENDS.
+Test binaries that use tests/support (NETSTAT_TEST_BACKEND) run under every
+backend; the others once per kernel.";
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
