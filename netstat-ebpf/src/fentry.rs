@@ -6,12 +6,14 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, tcp_state::*};
+use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, lost, tcp_state::*};
 
 use crate::{
+    IN_STATE,
     accept::on_accept,
+    emit::count_lost,
     sock::{offsets, read, read_state_tuple, read_tuple},
-    state::on_transition,
+    state::{on_transition, set_in_state},
     udp::on_explicit_bind,
 };
 
@@ -21,7 +23,24 @@ use crate::{
 pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let new: i32 = ctx.arg(1);
+    set_in_state(1);
     let _ = tcp_set_state(sk, new as u32);
+    set_in_state(0);
+    0
+}
+
+/// A second program on tcp_set_state, as state.rs does for the raw
+/// tracepoint: the trampoline skips a program already running on the CPU,
+/// so a softirq's transition during the main program's run in process
+/// context (close(), connect()) would be lost. This one acts only then.
+#[fentry(function = "tcp_set_state")]
+pub fn fentry_tcp_set_state_nested(ctx: FEntryContext) -> u32 {
+    if IN_STATE.get(0).is_some_and(|v| *v != 0) {
+        count_lost(lost::RESCUED);
+        let sk: u64 = ctx.arg(0);
+        let new: i32 = ctx.arg(1);
+        let _ = tcp_set_state(sk, new as u32);
+    }
     0
 }
 

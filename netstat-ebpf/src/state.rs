@@ -43,7 +43,7 @@ pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn set_in_state(v: u32) {
+pub fn set_in_state(v: u32) {
     if let Some(p) = IN_STATE.get_ptr_mut(0) {
         unsafe { *p = v };
     }

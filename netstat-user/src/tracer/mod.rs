@@ -153,7 +153,7 @@ impl Tracer {
         // program handled those transitions (see state.rs).
         let prog_fds = ebpf
             .programs()
-            .filter(|(name, _)| *name != "inet_sock_set_state_nested")
+            .filter(|(name, _)| !name.ends_with("_nested"))
             .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
             .collect();
         Ok(Tracer {

@@ -99,6 +99,7 @@ const HOOKS: &[Hook] = &[
         // misses LISTEN and a child's SYN_RECV, which need two more.
         fentry: &[
             ("fentry_tcp_set_state", FEN, "tcp_set_state"),
+            ("fentry_tcp_set_state_nested", FEN, "tcp_set_state"),
             ("fentry_inet_csk_listen_start", FEN, "inet_csk_listen_start"),
             ("fexit_inet_csk_clone_lock", FEX, "inet_csk_clone_lock"),
         ],
