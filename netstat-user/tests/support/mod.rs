@@ -243,35 +243,41 @@ impl Drop for Netns {
     }
 }
 
-/// A running program whose stdout lines are collected as they come.
+/// A running program whose stdout is collected as it comes (raw bytes, so
+/// tests can check the output is valid UTF-8; lines read lossily).
 pub struct Lines {
     pub child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl Lines {
     pub fn spawn(mut cmd: Command) -> Lines {
+        use std::io::Read;
         let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
+        let mut out = child.stdout.take().unwrap();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let sink = raw.clone();
         let reader = std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Lines { child, lines, reader: Some(reader) }
+        Lines { child, raw, reader: Some(reader) }
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        String::from_utf8_lossy(&self.raw.lock().unwrap()).lines().map(str::to_string).collect()
     }
 
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if pred(&self.lines.lock().unwrap()) {
+            if pred(&self.lines()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -279,13 +285,20 @@ impl Lines {
         false
     }
 
-    pub fn stop(mut self) -> Vec<String> {
+    /// SIGTERM, wait, and return (exit status, everything printed).
+    pub fn stop_raw(mut self) -> (std::process::ExitStatus, Vec<u8>) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        let status = self.child.wait().expect("wait");
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        self.lines()
+        let raw = self.raw.lock().unwrap().clone();
+        (status, raw)
+    }
+
+    pub fn stop(self) -> Vec<String> {
+        let (_, raw) = self.stop_raw();
+        String::from_utf8_lossy(&raw).lines().map(str::to_string).collect()
     }
 }
 
