@@ -1,6 +1,7 @@
 //! The live table in interval mode: connections that open and close between
 //! two displays are listed with their owner; the table converges to what
 //! `ss` sees even after lost events; the row cap holds under a flood.
+//! They test the table, so netstat picks its backend itself (auto).
 mod support;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -15,7 +16,7 @@ fn displays(lines: &[String]) -> Vec<Value> {
 #[test]
 fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
     let ns = Netns::new("live");
-    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-ano", "--json", "--backend", &backend(), "1"]));
+    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-ano", "--json", "1"]));
     assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
     let (srv, cli) = (name("lsrv"), name("lcli"));
     let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "1000"]);
@@ -74,7 +75,12 @@ fn ss_rows(ns: &Netns) -> BTreeSet<(String, String, String)> {
                 "CLOSING" => "CLOSING",
                 other => other,
             };
-            let norm = |a: &str| a.replace(":*", ":0").replace("*:", "0.0.0.0:");
+            let local_v6 = f[3].starts_with('[');
+            // ss prints wildcards as `*`; an IPv6 socket's wildcard peer is [::].
+            let norm = |a: &str| {
+                let a = if a == "*:*" && local_v6 { "[::]:0".to_string() } else { a.to_string() };
+                a.replace(":*", ":0").replace("*:", if local_v6 { "[::]:" } else { "0.0.0.0:" })
+            };
             Some((norm(f[3]), norm(f[4]), state.to_string()))
         })
         .collect()
@@ -104,7 +110,7 @@ fn table_rows(display: &Value) -> BTreeSet<(String, String, String)> {
 fn table_converges_to_ss_even_after_lost_events() {
     let ns = Netns::new("conv");
     // A 4 KiB ring loses most of a burst: only reconciliation can fix the table.
-    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--ring-size", "4096", "--backend", &backend(), "1"]));
+    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--ring-size", "4096", "1"]));
     assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
     let hold = Lines::spawn({
         let mut c = ns.cmd(&load_bin(), &["hold", "--name", &name("hold"), "--tcp-listen", "127.0.0.1:7000", "--tcp-listen", "[::1]:7001", "--tcp-connect", "127.0.0.1:7000", "--tcp-connect", "[::1]:7001", "--seconds", "60"]);
@@ -137,7 +143,7 @@ fn table_converges_to_ss_even_after_lost_events() {
 #[test]
 fn row_cap_holds_under_a_flood_and_drops_are_counted() {
     let ns = Netns::new("cap");
-    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--max-rows", "100", "--backend", &backend(), "1"]));
+    let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--max-rows", "100", "1"]));
     assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
     ns.load(&["pair", "--server-name", &name("fsrv"), "--client-name", &name("fcli"), "--addr", "127.0.0.1", "--count", "500"]);
     let n = displays(&table.lines()).len();
