@@ -147,19 +147,16 @@ fn a_panic_leaves_nothing_attached() {
         .unwrap();
     let pid = child.id();
     // Loading takes a while on a slow (emulated) CPU; the panic comes 3 s
-    // after everything is attached, so wait for the set to stop growing.
+    // after everything is attached.
     let mut ours = std::collections::HashSet::new();
-    let mut stable = 0;
     for _ in 0..600 {
-        let now = programs_of(pid);
-        stable = if !now.is_empty() && now == ours { stable + 1 } else { 0 };
-        ours = now;
-        if stable >= 10 {
+        ours = programs_of(pid);
+        if ours.len() >= 8 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(ours.len() >= 3, "programs never loaded: {ours:?}");
+    assert!(ours.len() >= 8, "programs never loaded: {ours:?}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(101), "expected a panic exit: {}", String::from_utf8_lossy(&out.stderr));
     let mut left = ours.clone();
