@@ -94,7 +94,10 @@ fn run_pair(addr: &str, count: usize) {
             assert_eq!(e["pid"], server_pid, "server event attributed to the wrong process: {e}");
             assert_eq!(e["comm"], srv.as_str(), "server event with the wrong comm: {e}");
         }
-        assert_eq!(server[0]["owner"], "listener", "pre-accept owner should come from the listener: {}", server[0]);
+        // Before accept() the accepted socket belongs to its listener's owner
+        // (on 6.1/6.12 that transition is reported late, next to the accept).
+        let syn = server.iter().find(|e| e["new_state"] == "SYN_RECEIVED").unwrap();
+        assert_eq!(syn["owner"], "listener", "pre-accept owner should come from the listener: {syn}");
     }
     assert!(short_lived > 0, "no connection lived under 1 ms; the test did not cover short-lived connections");
 }
