@@ -27,15 +27,10 @@ use crate::{
     resolve::Resolver,
     stream::format_duration,
     table::{self, ClosedRow, Row, SnapshotRow, Table},
-    timefmt::rfc3339_nanos,
+    timefmt::{monotonic_ns, rfc3339_nanos},
     tracer::{Record, Tracer, TracerOptions, plan, realtime_offset_ns},
 };
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Inode of our network namespace: events from other namespaces are not ours.
 pub fn netns_inode(proc_root: &Path) -> u32 {

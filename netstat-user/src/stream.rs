@@ -290,7 +290,7 @@ fn write_record(
     clock_offset_ns: i128,
     enc: &mut (Vec<u8>, crate::ndjson::Clock),
 ) -> std::io::Result<()> {
-    let now = || rfc3339_nanos(crate::tracer::realtime_offset_ns() + monotonic_ns());
+    let now = || rfc3339_nanos(crate::timefmt::realtime_offset_ns() + crate::timefmt::monotonic_ns() as i128);
     match rec {
         Record::Event(e) if json => {
             enc.0.clear();
@@ -310,11 +310,6 @@ fn write_record(
     }
 }
 
-fn monotonic_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
 
 #[cfg(test)]
 mod tests {

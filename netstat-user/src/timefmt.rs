@@ -1,5 +1,21 @@
 //! RFC 3339 UTC timestamps with nanoseconds, without a date crate.
 
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of kernel event timestamps.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+/// CLOCK_REALTIME - CLOCK_MONOTONIC, to date kernel timestamps.
+pub fn realtime_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// `2026-11-23T22:10:00.123456789Z` for nanoseconds since the Unix epoch.
 pub fn rfc3339_nanos(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;

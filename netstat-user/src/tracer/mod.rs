@@ -79,15 +79,7 @@ pub struct Tracer {
     pub clock_offset_ns: i128,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-pub fn realtime_offset_ns() -> i128 {
-    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
-}
+pub use crate::timefmt::realtime_offset_ns;
 
 /// Root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN also does): say what is missing.
 pub fn check_privileges() -> Result<(), EnvError> {
