@@ -37,6 +37,8 @@ pub fn name(prefix: &str) -> String {
 pub struct Stream {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    /// Lines that were not JSON (a SIGKILL may cut the last one short).
+    bad: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<String>>,
 }
@@ -53,12 +55,15 @@ impl Stream {
         let events = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let ev = events.clone();
+        let bad = Arc::new(Mutex::new(Vec::new()));
+        let bad_lines = bad.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("netstat printed a line that is not JSON ({e}): {line:?}"));
-                ev.lock().unwrap().push(v);
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => ev.lock().unwrap().push(v),
+                    Err(e) => bad_lines.lock().unwrap().push(format!("{e}: {line:?}")),
+                }
             }
         });
         let err = child.stderr.take().unwrap();
@@ -70,7 +75,7 @@ impl Stream {
             }
             s
         });
-        let mut s = Stream { child, events, reader: Some(reader), stderr: Some(stderr) };
+        let mut s = Stream { child, events, bad, reader: Some(reader), stderr: Some(stderr) };
         s.wait_ready();
         s
     }
@@ -132,6 +137,9 @@ impl Stream {
         };
         self.reader.take().unwrap().join().unwrap();
         let err = self.stderr.take().unwrap().join().unwrap();
+        let bad = self.bad.lock().unwrap().clone();
+        let allowed = if signal == libc::SIGKILL { 1 } else { 0 };
+        assert!(bad.len() <= allowed, "netstat printed lines that are not JSON: {bad:?}");
         let events = self.events.lock().unwrap().clone();
         (status, events, err)
     }
