@@ -437,6 +437,21 @@ fn unload(ebpf: &mut Ebpf, h: &Hook, form: Form, loaded: &mut HashSet<&'static s
     }
 }
 
+/// Debian and Ubuntu kernels refuse perf events (tracepoint and kprobe
+/// attachments) to anyone without CAP_SYS_ADMIN at perf_event_paranoid 3,
+/// whatever CAP_PERFMON says: name the setting when that is what failed.
+fn perf_paranoid_hint(why: &str) -> String {
+    if !why.contains("perf_event_open") || unsafe { libc::geteuid() } == 0 {
+        return String::new();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").map(|s| s.trim().parse::<i32>()) {
+        Ok(Ok(level)) if level > 2 => format!(
+            " (kernel.perf_event_paranoid is {level}: perf events need CAP_SYS_ADMIN; fentry does not)"
+        ),
+        _ => String::new(),
+    }
+}
+
 fn form_name(form: Form) -> &'static str {
     match form {
         Form::Classic => "tracepoint/cgroup",
@@ -538,7 +553,7 @@ pub fn attach(ebpf: &mut Ebpf, p: &Prepared) -> anyhow::Result<Vec<HookReport>> 
                 }
                 Err(why) => {
                     unload(ebpf, h, form, &mut loaded);
-                    passed_over.push(format!("{}: {why}", form_name(form)));
+                    passed_over.push(format!("{}: {why}{}", form_name(form), perf_paranoid_hint(&why)));
                 }
             }
         }
