@@ -258,7 +258,13 @@ pub mod lost {
     /// Not a loss: transitions the nested-state program handled because the
     /// main one was skipped for recursion (subtracted from its misses).
     pub const RESCUED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Not a loss: transitions the raw-tracepoint rescue reported because
+    /// the kprobe form could not run (see KPROBES_BLOCKED in netstat-ebpf).
+    pub const KPROBE_RESCUED: u32 = 4;
+    pub const COUNT: u32 = 5;
+    /// `BPF_F_MMAPABLE`: user space maps the counters instead of looking
+    /// them up (a lookup syscall blinds kprobe programs on its CPU).
+    pub const MAP_FLAGS: u32 = 1 << 10;
 }
 
 #[cfg(feature = "user")]

@@ -29,7 +29,11 @@ pub fn is_self(tgid: u32) -> bool {
 #[inline(always)]
 pub fn count_lost(idx: u32) {
     if let Some(p) = LOST.get_ptr_mut(idx) {
-        unsafe { *p += 1 };
+        // Shared by all CPUs: an atomic add (BPF_ATOMIC). The BPF target has
+        // no compare-and-swap, so core's AtomicU64 offers no fetch_add.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, 1);
+        }
     }
 }
 

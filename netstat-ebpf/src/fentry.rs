@@ -9,11 +9,10 @@ use aya_ebpf::{
 use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, lost, tcp_state::*};
 
 use crate::{
-    IN_STATE,
     accept::on_accept,
     emit::count_lost,
     sock::{offsets, read, read_state_tuple, read_tuple},
-    state::{on_transition, set_in_state},
+    state::{in_state, on_transition, set_in_state},
     udp::on_explicit_bind,
 };
 
@@ -35,7 +34,7 @@ pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
 /// context (close(), connect()) would be lost. This one acts only then.
 #[fentry(function = "tcp_set_state")]
 pub fn fentry_tcp_set_state_nested(ctx: FEntryContext) -> u32 {
-    if IN_STATE.get(0).is_some_and(|v| *v != 0) {
+    if in_state() {
         count_lost(lost::RESCUED);
         let sk: u64 = ctx.arg(0);
         let new: i32 = ctx.arg(1);

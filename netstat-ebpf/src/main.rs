@@ -4,6 +4,8 @@
 //! user space hands them in through `OFFSETS`.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod accept;
 mod emit;
@@ -16,7 +18,7 @@ mod udp;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use netstat_common::{KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
 
@@ -24,9 +26,14 @@ use netstat_common::{KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Per-CPU drop counters, indexed by `netstat_common::lost::*`.
+/// Drop counters, indexed by `netstat_common::lost::*`, added to atomically.
+/// Memory-mapped (BPF_F_MMAPABLE) so user space reads them without a
+/// syscall: a map lookup from user space raises `bpf_prog_active` on its CPU
+/// (and may be preempted while it does), and every kprobe and perf-event
+/// tracepoint program on that CPU is then skipped without a trace. Polling
+/// these counters that way lost transitions on the kprobe backend.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(netstat_common::lost::COUNT, 0);
+static LOST: Array<u64> = Array::with_max_entries(netstat_common::lost::COUNT, netstat_common::lost::MAP_FLAGS);
 
 /// Socket (kernel address) -> owner, captured in the owner's context.
 /// Bounded (`--owner-map-size`); entries go when the socket reaches CLOSE.
@@ -49,9 +56,13 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per CPU: 1 while `inet_sock_set_state` runs (see state.rs).
+/// Per CPU flags, indexed by `IN_STATE_TP` and `KPROBES_BLOCKED`: 1 while
+/// `inet_sock_set_state` runs, and 1 while one of our programs runs that
+/// stops the kernel from running kprobe programs on this CPU (see state.rs).
 #[map]
-static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+const IN_STATE_TP: u32 = 0;
+const KPROBES_BLOCKED: u32 = 1;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());

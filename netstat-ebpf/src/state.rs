@@ -13,7 +13,7 @@ use netstat_common::{
 };
 
 use crate::{
-    IN_STATE, LISTENERS, OWNERS,
+    IN_STATE, IN_STATE_TP, KPROBES_BLOCKED, LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
@@ -35,18 +35,63 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 /// the main program is marked running on this CPU.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
-    if IN_STATE.get(0).is_some_and(|v| *v != 0) {
+    if flag(IN_STATE_TP) {
         crate::emit::count_lost(lost::RESCUED);
         let _ = try_inet_sock_set_state(&ctx);
     }
     0
 }
 
+/// The rescue of the kprobe form (kprobe.rs). While a kprobe handler runs on
+/// a CPU, the kernel skips every other kprobe there (`kprobe_running()`),
+/// and while a kprobe or perf-event tracepoint program runs, every kprobe
+/// program (`bpf_prog_active`); on kernels before 6.7 neither is counted
+/// anywhere. A softirq that interrupts one of our programs there and changes
+/// a socket's state (a delayed ACK completing a close, a handshake's last
+/// ACK) is then invisible to `kprobe tcp_set_state`. Our blocking programs
+/// raise `KPROBES_BLOCKED` while they run, and this raw tracepoint, which
+/// neither mechanism blocks, reports exactly the transitions made meanwhile.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
+    if flag(KPROBES_BLOCKED) {
+        crate::emit::count_lost(lost::KPROBE_RESCUED);
+        let _ = try_inet_sock_set_state(&ctx);
+    }
+    0
+}
+
 #[inline(always)]
-pub fn set_in_state(v: u32) {
-    if let Some(p) = IN_STATE.get_ptr_mut(0) {
+fn flag(idx: u32) -> bool {
+    IN_STATE.get(idx).is_some_and(|v| *v != 0)
+}
+
+#[inline(always)]
+fn set_flag(idx: u32, v: u32) {
+    if let Some(p) = IN_STATE.get_ptr_mut(idx) {
         unsafe { *p = v };
     }
+}
+
+#[inline(always)]
+pub fn set_in_state(v: u32) {
+    set_flag(IN_STATE_TP, v);
+}
+
+/// Whether the main `tcp_set_state` program is running on this CPU.
+#[inline(always)]
+pub fn in_state() -> bool {
+    flag(IN_STATE_TP)
+}
+
+/// Run `f` with `KPROBES_BLOCKED` raised: for every kprobe/kretprobe and
+/// perf-event tracepoint program (see `inet_sock_set_state_kprobe_rescue`).
+/// These programs never nest in one another on a CPU, so a flag suffices.
+#[inline(always)]
+pub fn blocking_kprobes<R>(f: impl FnOnce() -> R) -> R {
+    set_flag(KPROBES_BLOCKED, 1);
+    let r = f();
+    set_flag(KPROBES_BLOCKED, 0);
+    r
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,

@@ -2,6 +2,7 @@
 //! loading and attaching, and reading the ring buffer. Knows nothing of
 //! output formats; `stream` and the table consume its `Record`s.
 pub mod btf;
+mod counters;
 pub mod offsets;
 pub mod plan;
 pub mod tracefs;
@@ -15,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, RingBuf},
 };
 use netstat_common::{DecodeError, Event, lost, names};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -66,7 +67,7 @@ pub enum Record {
 pub struct Tracer {
     // Field order matters for Drop: the ring and maps go before the programs.
     ring: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
+    lost: counters::LostCounters,
     lost_seen: [u64; lost::COUNT as usize],
     /// fds of our loaded programs, for their `recursion_misses` counters.
     prog_fds: Vec<i32>,
@@ -140,12 +141,16 @@ impl Tracer {
         // The AsyncFd owns the ring, so the fd outlives its registration.
         #[allow(deprecated)]
         let ring = AsyncFd::with_interest(ring, Interest::READABLE)?;
-        let lost = PerCpuArray::try_from(ebpf.take_map(names::LOST).context("LOST map missing")?)?;
-        // The nested-state program's own misses are not losses: the main
-        // program handled those transitions (see state.rs).
+        let lost = match ebpf.take_map(names::LOST).context("LOST map missing")? {
+            aya::maps::Map::Array(data) => counters::LostCounters::new(data)
+                .map_err(|e| EnvError(format!("mapping the drop counters failed: {e}")))?,
+            _ => anyhow::bail!("LOST map is not an array"),
+        };
+        // The rescue programs' own misses are not losses: they skip every
+        // transition but the ones another program could not see (state.rs).
         let prog_fds = ebpf
             .programs()
-            .filter(|(name, _)| !name.ends_with("_nested"))
+            .filter(|(name, _)| !name.ends_with("_nested") && !name.ends_with("_rescue"))
             .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
             .collect();
         Ok(Tracer {
@@ -200,7 +205,7 @@ impl Tracer {
         // fdinfo reads are cheap but not free: a few times a second is plenty.
         let misses = if self.recursion_checked.elapsed() >= Duration::from_millis(200) {
             self.recursion_checked = std::time::Instant::now();
-            let rescued: u64 = self.lost.get(&lost::RESCUED, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            let rescued = self.lost.get(lost::RESCUED);
             self.recursion_misses().saturating_sub(rescued).max(self.recursion_seen)
         } else {
             self.recursion_seen
@@ -214,8 +219,7 @@ impl Tracer {
             (lost::OWNERS_FULL, "owner_map_full"),
             (lost::LISTENERS_FULL, "listener_map_full"),
         ] {
-            let Ok(values) = self.lost.get(&idx, 0) else { continue };
-            let total: u64 = values.iter().sum();
+            let total = self.lost.get(idx);
             let seen = &mut self.lost_seen[idx as usize];
             if total > *seen {
                 out.push(Record::Lost { reason, count: total - *seen });

@@ -64,6 +64,8 @@ enum ProbeKind {
     Fexit,
     Kprobe,
     Kretprobe,
+    /// A raw tracepoint beside a kprobe form (the function is the tracepoint).
+    RawRescue,
 }
 
 /// (program, kind, kernel function)
@@ -80,7 +82,7 @@ enum Form {
 /// Category of a raw tracepoint in `Hook::tracepoints`.
 const RAW: &str = "raw";
 
-use ProbeKind::{Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP};
+use ProbeKind::{Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP, RawRescue as RESCUE};
 
 const HOOKS: &[Hook] = &[
     Hook {
@@ -108,6 +110,10 @@ const HOOKS: &[Hook] = &[
             ("kprobe_inet_csk_listen_start", KP, "inet_csk_listen_start"),
             ("kprobe_inet_csk_clone_lock", KP, "inet_csk_clone_lock"),
             ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
+            // What a softirq changes while one of our kprobe (or perf-event
+            // tracepoint) programs runs on its CPU: kprobes cannot fire then
+            // (see state.rs, inet_sock_set_state_kprobe_rescue).
+            ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
         prefer_probes: false,
@@ -340,6 +346,7 @@ fn probe_mechanism(probes: &[Probe]) -> String {
             ProbeKind::Fexit => "fexit",
             ProbeKind::Kprobe => "kprobe",
             ProbeKind::Kretprobe => "kretprobe",
+            ProbeKind::RawRescue => "rescue raw tracepoint",
         };
         let p = format!("{k} {func}");
         if !parts.contains(&p) {
@@ -407,6 +414,13 @@ fn attach_probes(ebpf: &mut Ebpf, p: &Prepared, probes: &[Probe], loaded: &mut H
                     k.load().map_err(|e| probe_load_error(prog, e))?;
                 }
                 k.attach(func, 0).map_err(attach_err)?;
+            }
+            ProbeKind::RawRescue => {
+                let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                if loaded.insert(prog) {
+                    tp.load().map_err(|e| load_error(prog, e))?;
+                }
+                tp.attach(func).map_err(attach_err)?;
             }
         }
     }
