@@ -313,9 +313,14 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
             }
         }
         seeded = true;
-        tracer.finish(&mut batch);
-        for rec in batch.drain(..) {
-            live.apply(&rec);
+        loop {
+            let more = tracer.finish(&mut batch);
+            for rec in batch.drain(..) {
+                live.apply(&rec);
+            }
+            if !more {
+                break;
+            }
         }
         live.table.reconcile(snap.into_iter().map(SnapshotRow::from), started);
         live.render(&mut out)?;

@@ -244,20 +244,27 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
     let mut events: u64 = 0;
     let mut lost: u64 = 0;
     let mut stop = false;
-    while !stop {
-        tokio::select! {
-            _ = sigint.recv() => stop = true,
-            _ = sigterm.recv() => stop = true,
-            _ = sighup.recv() => stop = true,
-            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => stop = true,
-            _ = async { tokio::time::sleep_until(panic_at.unwrap()).await }, if panic_at.is_some() => {
-                panic!("NETSTAT_TEST_PANIC_AFTER_MS: panicking with every program attached")
+    // Whether the ring still held a full batch at the last `finish`.
+    let mut more = false;
+    while !stop || more {
+        if more {
+            more = tracer.finish(&mut batch);
+        } else {
+            tokio::select! {
+                _ = sigint.recv() => stop = true,
+                _ = sigterm.recv() => stop = true,
+                _ = sighup.recv() => stop = true,
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => stop = true,
+                _ = async { tokio::time::sleep_until(panic_at.unwrap()).await }, if panic_at.is_some() => {
+                    panic!("NETSTAT_TEST_PANIC_AFTER_MS: panicking with every program attached")
+                }
+                r = tracer.next_batch(&mut batch) => r?,
             }
-            r = tracer.next_batch(&mut batch) => r?,
-        }
-        if stop {
-            // What is already in the ring was seen by the kernel: print it.
-            tracer.finish(&mut batch);
+            if stop {
+                // What is already in the ring was seen by the kernel: print it
+                // (a batch at a time, until `finish` says the ring is empty).
+                more = tracer.finish(&mut batch);
+            }
         }
         for rec in batch.drain(..) {
             match &rec {
@@ -268,6 +275,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
             write_record(&mut out, &rec, cfg.json, tracer.clock_offset_ns, &mut enc)?;
             if cfg.count > 0 && events >= cfg.count {
                 stop = true;
+                more = false;
                 break;
             }
         }

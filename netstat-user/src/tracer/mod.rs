@@ -31,6 +31,10 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// batched in the kernel: see WAKEUP_BYTES).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// At most this many records per batch: a reader that fell behind a full
+/// ring (65,536 events at the default 8 MiB) must not hold them all at once.
+pub const BATCH: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct TracerOptions {
     pub ring_size: u32,
@@ -169,7 +173,8 @@ impl Tracer {
     fn drain(&mut self, out: &mut Vec<Record>) -> usize {
         let ring = self.ring.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < BATCH {
+            let Some(item) = ring.next() else { break };
             n += 1;
             out.push(match Event::try_from(&*item) {
                 Ok(ev) => Record::Event(ev),
@@ -193,11 +198,16 @@ impl Tracer {
             .sum()
     }
 
-    /// Drain what is left and every counter, unthrottled (before exiting).
-    pub fn finish(&mut self, out: &mut Vec<Record>) {
-        self.drain(out);
+    /// The next batch of what the ring already holds, without waiting; once
+    /// it is empty, every counter too, unthrottled. Returns whether more
+    /// remain: call until false to have everything the kernel reported.
+    pub fn finish(&mut self, out: &mut Vec<Record>) -> bool {
+        if self.drain(out) == BATCH {
+            return true;
+        }
         self.recursion_checked -= Duration::from_secs(1);
         self.collect_lost(out);
+        false
     }
 
     /// New drop counts since the last call, as `Lost` records.
