@@ -12,8 +12,7 @@ use crate::{
 /// Attached to both `syscalls:sys_exit_accept` and `syscalls:sys_exit_accept4`.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    // A perf-event program: kprobe programs cannot run while it does.
-    let _ = crate::state::blocking_kprobes(|| try_sys_exit_accept(&ctx));
+    let _ = try_sys_exit_accept(&ctx);
     0
 }
 

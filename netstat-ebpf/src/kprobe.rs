@@ -1,23 +1,96 @@
 //! kprobe/kretprobe forms of the fentry.rs hooks, for kernels without BTF
 //! trampolines. Same handlers, same events. A kretprobe cannot see the
 //! arguments, so the ones needed at return are kept per thread at entry.
-//! Every program runs under `blocking_kprobes`: while one runs, the kernel
-//! runs no other kprobe on its CPU, and the raw-tracepoint rescue in
-//! state.rs reports the transitions a softirq makes meanwhile.
+//!
+//! Kprobes miss calls silently (before 6.7): no kprobe fires on a CPU while
+//! any kprobe handler runs there (a softirq interrupting one of ours), and no
+//! kprobe program runs while any kprobe or perf-event BPF program, or a BPF
+//! map syscall, holds `bpf_prog_active` on that CPU. The tracepoint inside
+//! tcp_set_state is blocked by neither, so the TCP state form pairs every
+//! kprobe call with it: each kprobe program records on its CPU the call it
+//! saw (`KPROBE_SEEN`), and `inet_sock_set_state_kprobe_rescue`, firing
+//! later in the same call, reports exactly the calls no record matches.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
-    macros::{kprobe, kretprobe, map},
-    maps::LruHashMap,
-    programs::{ProbeContext, RetProbeContext},
+    macros::{kprobe, kretprobe, map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use netstat_common::tcp_state::LISTEN;
+use netstat_common::{
+    lost,
+    tcp_state::{LISTEN, SYN_RECV},
+};
 
 use crate::{
     accept::on_accept,
+    emit::{count_lost, now},
     fentry::{bound, child_created, tcp_set_state},
     sock::offsets,
-    state::blocking_kprobes,
+    state::try_inet_sock_set_state,
 };
+
+/// The last calls the kprobe programs saw on a CPU: (socket, new state,
+/// time) in a small ring, consumed by the tracepoint in the same call.
+#[repr(C)]
+pub struct Seen {
+    sk: [u64; SEEN_SLOTS],
+    state: [u32; SEEN_SLOTS],
+    ts: [u64; SEEN_SLOTS],
+    next: u32,
+}
+const SEEN_SLOTS: usize = 8;
+/// An inet_csk_clone_lock call: its tracepoint names the child, which the
+/// entry kprobe cannot know; the kretprobe reports it.
+const CLONE_MARK: u32 = 0xff;
+/// A record older than this is stale (its tracepoint never came).
+const SEEN_WINDOW_NS: u64 = 100_000_000;
+
+#[map]
+static KPROBE_SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn saw(sk: u64, state: u32) {
+    let Some(r) = KPROBE_SEEN.get_ptr_mut(0) else { return };
+    let r = unsafe { &mut *r };
+    let i = r.next as usize & (SEEN_SLOTS - 1);
+    r.sk[i] = sk;
+    r.state[i] = state;
+    r.ts[i] = now();
+    r.next = r.next.wrapping_add(1);
+}
+
+/// Whether a kprobe program saw this call (consuming its record).
+#[inline(always)]
+fn was_seen(sk: u64, old: u32, new: u32) -> bool {
+    let Some(r) = KPROBE_SEEN.get_ptr_mut(0) else { return true };
+    let r = unsafe { &mut *r };
+    let t = now();
+    let clone = old == LISTEN && new == SYN_RECV;
+    for i in 0..SEEN_SLOTS {
+        let hit = if clone { r.state[i] == CLONE_MARK } else { r.state[i] == new && r.sk[i] == sk };
+        if hit && t.wrapping_sub(r.ts[i]) < SEEN_WINDOW_NS {
+            r.state[i] = 0;
+            r.sk[i] = 0;
+            return true;
+        }
+    }
+    false
+}
+
+/// Fires inside every tcp_set_state (and the LISTEN and child SYN_RECV
+/// stores), after the kprobes at the function's entry: reports the calls
+/// they missed, through the tracepoint path's own handler.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32 as u32;
+    let new = ctx.arg::<u64>(2) as i32 as u32;
+    if !was_seen(sk, old, new) {
+        count_lost(lost::KPROBE_RESCUED);
+        let _ = try_inet_sock_set_state(&ctx);
+    }
+    0
+}
 
 /// (thread or idle CPU, function) -> the argument its kretprobe needs (the
 /// listener, or the struct socket). LRU: a return we never see must not pin
@@ -53,72 +126,65 @@ fn unstash(func: u64) -> Option<u64> {
 
 #[kprobe]
 pub fn kprobe_tcp_set_state(ctx: ProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        if let (Some(sk), Some(new)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-            let _ = tcp_set_state(sk, new as u32);
-        }
-    });
+    if let (Some(sk), Some(new)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
+        saw(sk, new as u32);
+        let _ = tcp_set_state(sk, new as u32);
+    }
     0
 }
 
 #[kprobe]
 pub fn kprobe_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        if let Some(sk) = ctx.arg::<u64>(0) {
-            let _ = tcp_set_state(sk, LISTEN);
-        }
-    });
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        saw(sk, LISTEN);
+        let _ = tcp_set_state(sk, LISTEN);
+    }
     0
 }
 
 #[kprobe]
 pub fn kprobe_inet_csk_clone_lock(ctx: ProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        stash(CLONE, ctx.arg::<u64>(0));
-    });
+    // Only a call whose entry we saw gets its child reported at return: if
+    // this program was skipped, the tracepoint reports the child instead.
+    if let Some(listener) = ctx.arg::<u64>(0) {
+        saw(listener, CLONE_MARK);
+        stash(CLONE, Some(listener));
+    }
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_csk_clone_lock(ctx: RetProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        let child: u64 = ctx.ret();
-        if let Some(listener) = unstash(CLONE) {
-            let _ = child_created(listener, child);
-        }
-    });
+    let child: u64 = ctx.ret();
+    if let Some(listener) = unstash(CLONE) {
+        let _ = child_created(listener, child);
+    }
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        let sk: u64 = ctx.ret();
-        if sk != 0 {
-            let _ = on_accept(sk, &offsets());
-        }
-    });
+    let sk: u64 = ctx.ret();
+    if sk != 0 {
+        let _ = on_accept(sk, &offsets());
+    }
     0
 }
 
 /// Entry of inet_bind and inet6_bind: keep the struct socket for the return.
 #[kprobe]
 pub fn kprobe_inet_bind(ctx: ProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        stash(BIND, ctx.arg::<u64>(0));
-    });
+    stash(BIND, ctx.arg::<u64>(0));
     0
 }
 
 #[kretprobe]
 pub fn kretprobe_inet_bind(ctx: RetProbeContext) -> u32 {
-    blocking_kprobes(|| {
-        let ret: i32 = ctx.ret();
-        if let Some(sock) = unstash(BIND) {
-            if ret == 0 {
-                let _ = bound(sock);
-            }
+    let ret: i32 = ctx.ret();
+    if let Some(sock) = unstash(BIND) {
+        if ret == 0 {
+            let _ = bound(sock);
         }
-    });
+    }
     0
 }

@@ -56,13 +56,10 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per CPU flags, indexed by `IN_STATE_TP` and `KPROBES_BLOCKED`: 1 while
-/// `inet_sock_set_state` runs, and 1 while one of our programs runs that
-/// stops the kernel from running kprobe programs on this CPU (see state.rs).
+/// Per CPU: 1 while `inet_sock_set_state` runs (see state.rs).
 #[map]
-static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 const IN_STATE_TP: u32 = 0;
-const KPROBES_BLOCKED: u32 = 1;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());

@@ -13,7 +13,7 @@ use netstat_common::{
 };
 
 use crate::{
-    IN_STATE, IN_STATE_TP, KPROBES_BLOCKED, LISTENERS, OWNERS,
+    IN_STATE, IN_STATE_TP, LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
@@ -42,24 +42,6 @@ pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The rescue of the kprobe form (kprobe.rs). While a kprobe handler runs on
-/// a CPU, the kernel skips every other kprobe there (`kprobe_running()`),
-/// and while a kprobe or perf-event tracepoint program runs, every kprobe
-/// program (`bpf_prog_active`); on kernels before 6.7 neither is counted
-/// anywhere. A softirq that interrupts one of our programs there and changes
-/// a socket's state (a delayed ACK completing a close, a handshake's last
-/// ACK) is then invisible to `kprobe tcp_set_state`. Our blocking programs
-/// raise `KPROBES_BLOCKED` while they run, and this raw tracepoint, which
-/// neither mechanism blocks, reports exactly the transitions made meanwhile.
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
-    if flag(KPROBES_BLOCKED) {
-        crate::emit::count_lost(lost::KPROBE_RESCUED);
-        let _ = try_inet_sock_set_state(&ctx);
-    }
-    0
-}
-
 #[inline(always)]
 fn flag(idx: u32) -> bool {
     IN_STATE.get(idx).is_some_and(|v| *v != 0)
@@ -83,17 +65,6 @@ pub fn in_state() -> bool {
     flag(IN_STATE_TP)
 }
 
-/// Run `f` with `KPROBES_BLOCKED` raised: for every kprobe/kretprobe and
-/// perf-event tracepoint program (see `inet_sock_set_state_kprobe_rescue`).
-/// These programs never nest in one another on a CPU, so a flag suffices.
-#[inline(always)]
-pub fn blocking_kprobes<R>(f: impl FnOnce() -> R) -> R {
-    set_flag(KPROBES_BLOCKED, 1);
-    let r = f();
-    set_flag(KPROBES_BLOCKED, 0);
-    r
-}
-
 /// Transitions made by the owner's own syscall (connect, listen, close,
 /// shutdown): there the task on the CPU is the one acting on the socket.
 #[inline(always)]
@@ -105,7 +76,7 @@ fn in_owner_context(old: u32, new: u32) -> bool {
     }
 }
 
-fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
     let o = offsets();
     let sk: u64 = ctx.arg(0);
     let old = ctx.arg::<u64>(1) as i32 as u32;

@@ -174,8 +174,7 @@ pub fn udp_sendmsg6(ctx: SockAddrContext) -> i32 {
 /// implicitly bound port and the connect's result are known now.
 #[tracepoint]
 pub fn sys_exit_udp(ctx: TracePointContext) -> u32 {
-    // A perf-event program: kprobe programs cannot run while it does.
-    let _ = crate::state::blocking_kprobes(|| try_sys_exit_udp(&ctx));
+    let _ = try_sys_exit_udp(&ctx);
     0
 }
 

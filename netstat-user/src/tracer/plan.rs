@@ -110,9 +110,9 @@ const HOOKS: &[Hook] = &[
             ("kprobe_inet_csk_listen_start", KP, "inet_csk_listen_start"),
             ("kprobe_inet_csk_clone_lock", KP, "inet_csk_clone_lock"),
             ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
-            // What a softirq changes while one of our kprobe (or perf-event
-            // tracepoint) programs runs on its CPU: kprobes cannot fire then
-            // (see state.rs, inet_sock_set_state_kprobe_rescue).
+            // The calls the kprobes above missed (a kprobe handler or a
+            // kprobe/perf-event program already running on the CPU): the
+            // tracepoint in the same call reports them (kprobe.rs).
             ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
@@ -346,7 +346,7 @@ fn probe_mechanism(probes: &[Probe]) -> String {
             ProbeKind::Fexit => "fexit",
             ProbeKind::Kprobe => "kprobe",
             ProbeKind::Kretprobe => "kretprobe",
-            ProbeKind::RawRescue => "rescue raw tracepoint",
+            ProbeKind::RawRescue => "missed-call check on raw tracepoint",
         };
         let p = format!("{k} {func}");
         if !parts.contains(&p) {
