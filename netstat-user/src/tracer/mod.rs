@@ -8,6 +8,7 @@ pub mod plan;
 pub mod tracefs;
 
 use std::{
+    io::Write as _,
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -78,6 +79,8 @@ pub struct Tracer {
     recursion_seen: u64,
     recursion_checked: std::time::Instant,
     pub report: Vec<HookReport>,
+    /// What the programs were given (from this kernel's BTF and tracefs).
+    pub offsets: netstat_common::KernelOffsets,
     /// Holds programs and links: dropping it detaches everything.
     _ebpf: Ebpf,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC at start, to date kernel timestamps.
@@ -165,6 +168,7 @@ impl Tracer {
             recursion_seen: 0,
             recursion_checked: std::time::Instant::now(),
             report,
+            offsets: prepared.offsets,
             _ebpf: ebpf,
             clock_offset_ns: realtime_offset_ns(),
         })
@@ -268,5 +272,24 @@ pub fn probe_report(cfg: &Config) -> anyhow::Result<ExitCode> {
     let tracer = Tracer::start(&opts)?;
     let mut out = std::io::stdout().lock();
     plan::print_report(&tracer.report, &mut out)?;
+    writeln!(out, "offsets from {}: {}", opts.btf_path.display(), describe_offsets(&tracer.offsets))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `name=value ...` for every offset handed to the programs (`?` where
+/// unresolved): they differ between kernels, which is why none is written
+/// in the source.
+pub fn describe_offsets(o: &netstat_common::KernelOffsets) -> String {
+    let debug = format!("{o:?}");
+    let inner = debug.split_once('{').and_then(|(_, r)| r.rsplit_once('}')).map_or("", |(l, _)| l);
+    inner
+        .split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = if v == netstat_common::OFFSET_UNKNOWN.to_string() { "?" } else { v };
+            format!("{}={v}", k.trim())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
