@@ -37,7 +37,20 @@ fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
         let client = closed
             .iter()
             .find(|c| c["local"] == local.as_str() && c["remote"] == remote.as_str())
-            .unwrap_or_else(|| panic!("client end {local} -> {remote} not listed as closed ({} closed rows)", closed.len()));
+            .unwrap_or_else(|| {
+                let seen: Vec<String> = all
+                    .iter()
+                    .flat_map(|d| {
+                        let rows = d["connections"].as_array().unwrap().iter().chain(d["closed_since_last_display"].as_array().unwrap());
+                        rows.filter(|c| c["local"] == local.as_str() || c["remote"] == local.as_str()).map(|c| c.to_string()).collect::<Vec<_>>()
+                    })
+                    .collect();
+                let lost: Vec<String> = all.iter().map(|d| format!("{}/{}", d["lost_events"], d["dropped_rows"])).collect();
+                panic!(
+                    "client end {local} -> {remote} not listed as closed ({} closed rows)\nrows naming {local}: {seen:#?}\nlost_events/dropped_rows per display: {lost:?}",
+                    closed.len()
+                )
+            });
         assert_eq!(client["pid"], client_pid, "{client}");
         assert_eq!(client["process"], cli.as_str(), "{client}");
         assert_eq!(client["owner_source"], "kernel", "{client}");
