@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap the toolchain, build, run, test, bench.
 //! Owns every step a newcomer or CI needs; each one installs what is missing
 //! and is quick when everything is already there.
+mod backends;
 mod bench;
 mod bootstrap;
 mod fuzz;
@@ -24,6 +25,8 @@ commands:
   vm-test [ARGS]     the kernel tests under qemu on 6.1 and 6.12, per backend (--help)
   fuzz [SECONDS]     run every cargo-fuzz target for SECONDS each (default 30; installs cargo-fuzz)
   bench [ARGS]       the benchmark figures of issue 6 side by side; writes bench/RESULTS.md (--help)
+  bench-backends [ARGS]
+                     each probe backend's cost on 6.1 and 6.12 under qemu; writes bench/BACKENDS.md (--help)
 ";
 
 fn main() -> ExitCode {
@@ -71,6 +74,10 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         "bench" => {
             bench::run(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "bench-backends" => {
+            backends::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "vm-test" => {
@@ -126,13 +133,9 @@ fn test(extra: &[String]) -> Result<()> {
     check(c)?;
     // A short fuzz pass over every parser (the full one is `cargo xtask fuzz`).
     fuzz::run(&["10".to_string()])?;
-    // The same kernel tests on Debian's 6.1 and 6.12 kernels, per probe
-    // backend. The kprobe backend still loses a client's last transitions on
-    // 6.1 (issue 5), so the suite runs it only when asked through
-    // NETSTAT_VM_BACKENDS (e.g. "all"), which vm-test reads itself.
-    let args: Vec<String> = match std::env::var_os("NETSTAT_VM_BACKENDS") {
-        Some(_) => vec![],
-        None => ["auto", "tracepoint", "fentry"].iter().flat_map(|b| ["--backend".to_string(), b.to_string()]).collect(),
-    };
+    // The same kernel tests on Debian's 6.1 and 6.12 kernels, once per probe
+    // backend (auto, tracepoint, fentry, kprobe); NETSTAT_VM_BACKENDS narrows
+    // that (vm-test reads it itself).
+    let args: Vec<String> = Vec::new();
     vm::run(&args)
 }

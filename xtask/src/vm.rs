@@ -127,6 +127,11 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    run_outcomes(args).map(|_| ())
+}
+
+/// `run`, returning what each VM run printed as `bench:` lines.
+pub fn run_outcomes(args: &[String]) -> Result<Vec<Outcome>> {
     let opts = parse(args)?;
     let started = Instant::now();
     ensure_host_packages()?;
@@ -203,7 +208,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} VM runs failed", results.len());
     }
-    Ok(())
+    Ok(results
+        .into_iter()
+        .map(|(i, r)| Outcome { release: runs[i].0.release.clone(), bench: r.bench })
+        .collect())
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -801,6 +809,14 @@ struct RunResult {
     failed: u32,
     /// `netstat --probe-report` in the guest: what each hook chose.
     probe_report: Vec<String>,
+    /// Lines a guest command (`--exec`) printed as `bench: ...`.
+    bench: Vec<String>,
+}
+
+/// One VM run: its kernel and `bench:` lines (for bench-backends).
+pub struct Outcome {
+    pub release: String,
+    pub bench: Vec<String>,
 }
 
 fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Options) -> RunResult {
@@ -836,6 +852,7 @@ fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Option
         passed: 0,
         failed: 0,
         probe_report: Vec::new(),
+        bench: Vec::new(),
     };
     let mut child = match c.spawn() {
         Ok(ch) => ch,
@@ -848,8 +865,12 @@ fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Option
         move || {
             let (mut passed, mut failed) = (0, 0);
             let mut report = Vec::new();
+            let mut bench = Vec::new();
             for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
                 let line = clean(&line);
+                if let Some(b) = line.strip_prefix("bench: ") {
+                    bench.push(b.to_string());
+                }
                 if let Some(r) = line.strip_prefix("probe-report: ") {
                     if !r.starts_with("HOOK ") {
                         report.push(r.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -867,7 +888,7 @@ fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Option
                 }
                 println!("{tag} {line}");
             }
-            (passed, failed, report)
+            (passed, failed, report, bench)
         }
     });
     let status = loop {
@@ -882,7 +903,7 @@ fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Option
             Err(e) => break Err(format!("waiting for qemu: {e}")),
         }
     };
-    let (passed, failed, probe_report) = reader.join().unwrap_or_default();
+    let (passed, failed, probe_report, bench) = reader.join().unwrap_or_default();
     let verdict = status.and_then(|s| match s.code() {
         Some(1) => Ok(()),
         Some(0) => Err("no exit status from the guest: kernel panic or early power-off".into()),
@@ -893,7 +914,7 @@ fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Option
         Ok(()) if passed == 0 && o.selftest.is_none() && o.exec.is_none() => Err("no test ran".into()),
         v => v,
     };
-    RunResult { verdict, wall: started.elapsed(), passed, failed, probe_report }
+    RunResult { verdict, wall: started.elapsed(), passed, failed, probe_report, bench }
 }
 
 /// A console line without terminal control sequences or carriage returns.
