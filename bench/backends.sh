@@ -17,6 +17,8 @@ progstats() {
     { for (i = 1; i < NF; i++) { if ($i == "run_time_ns") ns += $(i+1); if ($i == "run_cnt") cnt += $(i+1) } }
     END { printf "%d %d", ns, cnt }'
 }
+# Warm-up (page cache, first exec), not reported.
+/bin/netstat-load pair --addr 127.0.0.1 --count 100 --hold-ms 0 --server-name bsrv --client-name bcli > /dev/null
 echo "bench: start kernel=$(uname -r) conns=$N rounds=$ROUNDS cpus=$(nproc) hz_jiffies=$(getconf CLK_TCK 2>/dev/null || echo 100)"
 for r in $(seq 1 "$ROUNDS"); do
   for b in $BACKENDS; do
