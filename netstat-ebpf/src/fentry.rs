@@ -9,10 +9,11 @@ use aya_ebpf::{
 use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, lost, tcp_state::*};
 
 use crate::{
+    IN_CLONE,
     accept::on_accept,
     emit::count_lost,
     sock::{offsets, read, read_state_tuple, read_tuple},
-    state::{in_state, on_transition, set_in_state},
+    state::{flag, in_state, on_transition, set_flag, set_in_state},
     udp::on_explicit_bind,
 };
 
@@ -70,11 +71,31 @@ pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
 /// fields are still the listener's: so the tuple is the listener's too.
 #[fexit(function = "inet_csk_clone_lock")]
 pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
+    set_flag(IN_CLONE, 1);
+    clone_exit(&ctx);
+    set_flag(IN_CLONE, 0);
+    0
+}
+
+/// A second program, as for tcp_set_state: a child is often created in
+/// process context (the listener's backlog, processed when accept() or
+/// close() releases it), and one created meanwhile by a softirq on the same
+/// CPU finds the main program running, which the trampoline then skips.
+#[fexit(function = "inet_csk_clone_lock")]
+pub fn fexit_inet_csk_clone_lock_nested(ctx: FExitContext) -> u32 {
+    if flag(IN_CLONE) {
+        count_lost(lost::RESCUED);
+        clone_exit(&ctx);
+    }
+    0
+}
+
+#[inline(always)]
+fn clone_exit(ctx: &FExitContext) {
     let listener: u64 = ctx.arg(0);
     if let Ok(child) = ctx.ret::<u64>() {
         let _ = child_created(listener, child);
     }
-    0
 }
 
 #[inline(always)]

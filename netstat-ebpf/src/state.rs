@@ -43,12 +43,12 @@ pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn flag(idx: u32) -> bool {
+pub(crate) fn flag(idx: u32) -> bool {
     IN_STATE.get(idx).is_some_and(|v| *v != 0)
 }
 
 #[inline(always)]
-fn set_flag(idx: u32, v: u32) {
+pub(crate) fn set_flag(idx: u32, v: u32) {
     if let Some(p) = IN_STATE.get_ptr_mut(idx) {
         unsafe { *p = v };
     }

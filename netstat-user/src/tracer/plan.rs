@@ -104,6 +104,7 @@ const HOOKS: &[Hook] = &[
             ("fentry_tcp_set_state_nested", FEN, "tcp_set_state"),
             ("fentry_inet_csk_listen_start", FEN, "inet_csk_listen_start"),
             ("fexit_inet_csk_clone_lock", FEX, "inet_csk_clone_lock"),
+            ("fexit_inet_csk_clone_lock_nested", FEX, "inet_csk_clone_lock"),
         ],
         kprobe: &[
             ("kprobe_tcp_set_state", KP, "tcp_set_state"),
