@@ -103,6 +103,7 @@ struct DisplayJson {
     closed_since_last_display: Vec<ClosedJson>,
     lost_events: u64,
     lost_since: Option<String>,
+    lost_by_reason: std::collections::BTreeMap<&'static str, u64>,
     dropped_rows: u64,
     row_cap: usize,
 }
@@ -119,9 +120,9 @@ impl Live<'_> {
     fn apply(&mut self, rec: &Record) {
         match rec {
             Record::Event(e) => self.apply_event(e),
-            Record::Lost { count, .. } => {
+            Record::Lost { count, reason } => {
                 let clock = self.clock;
-                self.table.note_lost(*count, || rfc3339_nanos(monotonic_ns() as i128 + clock));
+                self.table.note_lost(reason, *count, || rfc3339_nanos(monotonic_ns() as i128 + clock));
             }
             Record::Bad(_) => {}
         }
@@ -164,6 +165,7 @@ impl Live<'_> {
                 closed_since_last_display: closed.iter().map(|c| self.closed_json(c)).collect(),
                 lost_events: self.table.lost_events,
                 lost_since: self.table.lost_since.clone(),
+                lost_by_reason: self.table.lost_by_reason.clone(),
                 dropped_rows: self.table.dropped,
                 row_cap: self.cfg.max_rows,
             };
@@ -176,9 +178,10 @@ impl Live<'_> {
         if self.table.lost_events > 0 {
             writeln!(
                 w,
-                "\ntable may be incomplete: {} events lost since {}",
+                "\ntable may be incomplete: {} events lost since {} ({})",
                 self.table.lost_events,
-                self.table.lost_since.as_deref().unwrap_or("start")
+                self.table.lost_since.as_deref().unwrap_or("start"),
+                self.table.lost_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
             )?;
         }
         if self.table.dropped > 0 {

@@ -96,6 +96,8 @@ pub struct Table {
     pub lost_events: u64,
     /// Wall-clock RFC 3339 time of the first loss.
     pub lost_since: Option<String>,
+    /// `lost_events` by the kernel's reason (ring_full, recursion, ...).
+    pub lost_by_reason: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn key_of(e: &Event) -> ConnKey {
@@ -126,6 +128,7 @@ impl Table {
             dropped: 0,
             lost_events: 0,
             lost_since: None,
+            lost_by_reason: Default::default(),
         }
     }
 
@@ -146,8 +149,9 @@ impl Table {
         self.closed.drain(..).collect()
     }
 
-    pub fn note_lost(&mut self, count: u64, when: impl FnOnce() -> String) {
+    pub fn note_lost(&mut self, reason: &'static str, count: u64, when: impl FnOnce() -> String) {
         self.lost_events += count;
+        *self.lost_by_reason.entry(reason).or_default() += count;
         if self.lost_since.is_none() {
             self.lost_since = Some(when());
         }

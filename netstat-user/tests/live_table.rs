@@ -45,7 +45,8 @@ fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
                         rows.filter(|c| c["local"] == local.as_str() || c["remote"] == local.as_str()).map(|c| c.to_string()).collect::<Vec<_>>()
                     })
                     .collect();
-                let lost: Vec<String> = all.iter().map(|d| format!("{}/{}", d["lost_events"], d["dropped_rows"])).collect();
+                let lost: Vec<String> =
+                    all.iter().map(|d| format!("{}/{} {}", d["lost_events"], d["dropped_rows"], d["lost_by_reason"])).collect();
                 panic!(
                     "client end {local} -> {remote} not listed as closed ({} closed rows)\nrows naming {local}: {seen:#?}\nlost_events/dropped_rows per display: {lost:?}",
                     closed.len()

@@ -219,8 +219,12 @@ impl Tracer {
         // fdinfo reads are cheap but not free: a few times a second is plenty.
         let misses = if self.recursion_checked.elapsed() >= Duration::from_millis(200) {
             self.recursion_checked = std::time::Instant::now();
+            // Misses first: the kernel counts a miss before the nested copy
+            // rescues it, so reading RESCUED second can only under-count for
+            // a moment (caught up next time), never report a phantom loss.
+            let misses = self.recursion_misses();
             let rescued = self.lost.get(lost::RESCUED);
-            self.recursion_misses().saturating_sub(rescued).max(self.recursion_seen)
+            misses.saturating_sub(rescued).max(self.recursion_seen)
         } else {
             self.recursion_seen
         };
