@@ -40,7 +40,7 @@ for r in $(seq 1 "$ROUNDS"); do
     c0=$(jiffies); t0=$(centis)
     /bin/netstat-load pair --addr 127.0.0.1 --count "$N" --hold-ms 0 --server-name bsrv --client-name bcli > /dev/null
     t1=$(centis); c1=$(jiffies)
-    events=0; lost=0; s1="0 0"
+    events=0; lost=0; reasons=-; s1="0 0"
     if [ -n "$pid" ]; then
       # Let the reader catch up before its CPU and the counters are read.
       sleep 1
@@ -51,9 +51,12 @@ for r in $(seq 1 "$ROUNDS"); do
       wait "$pid"
       events=$(grep -c '"comm":"b' /tmp/ev.json)
       lost=$(grep '"type":"lost"' /tmp/ev.json | sed 's/.*"count":\([0-9]*\).*/\1/' | awk '{s += $1} END {print s + 0}')
+      # reason:count for each kind of loss, e.g. recursion:8 (none: "-").
+      reasons=$(grep '"type":"lost"' /tmp/ev.json | sed 's/.*"count":\([0-9]*\).*"reason":"\([a-z_]*\)".*/\2 \1/' |
+        awk '{n[$1] += $2} END {for (r in n) printf "%s%s:%d", (k++ ? "," : ""), r, n[r]; if (!k) printf "-"}')
     fi
     set -- $s0 $s1
-    echo "bench: backend=$b round=$r wall_cs=$((t1 - t0)) cpu_jiffies=$((c1 - c0)) events=$events lost=$lost prog_ns=$(($3 - $1)) prog_runs=$(($4 - $2))"
+    echo "bench: backend=$b round=$r wall_cs=$((t1 - t0)) cpu_jiffies=$((c1 - c0)) events=$events lost=$lost lost_reasons=$reasons prog_ns=$(($3 - $1)) prog_runs=$(($4 - $2))"
   done
 done
 echo "bench: done"
