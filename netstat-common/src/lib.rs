@@ -258,8 +258,9 @@ pub mod lost {
     /// Not a loss: transitions the nested-state program handled because the
     /// main one was skipped for recursion (subtracted from its misses).
     pub const RESCUED: u32 = 3;
-    /// Not a loss: transitions the raw-tracepoint rescue reported because
-    /// the kprobe form could not run (see KPROBES_BLOCKED in netstat-ebpf).
+    /// Not a loss: tcp_set_state calls the kprobe form missed and its
+    /// tracepoint check reported instead (kprobe.rs in netstat-ebpf). A
+    /// diagnostic only (`bpftool map dump`); user space does not read it.
     pub const KPROBE_RESCUED: u32 = 4;
     pub const COUNT: u32 = 5;
     /// `BPF_F_MMAPABLE`: user space maps the counters instead of looking

@@ -31,7 +31,6 @@ use crate::{
     tracer::{Record, Tracer, TracerOptions, plan, realtime_offset_ns},
 };
 
-
 /// Inode of our network namespace: events from other namespaces are not ours.
 pub fn netns_inode(proc_root: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;

@@ -318,7 +318,6 @@ fn write_record(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,5 @@ fn test(extra: &[String]) -> Result<()> {
     // The same kernel tests on Debian's 6.1 and 6.12 kernels, once per probe
     // backend (auto, tracepoint, fentry, kprobe); NETSTAT_VM_BACKENDS narrows
     // that (vm-test reads it itself).
-    let args: Vec<String> = Vec::new();
-    vm::run(&args)
+    vm::run(&[])
 }
