@@ -30,6 +30,10 @@ const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
+/// How many composite types one member lookup may visit (vmlinux needs a
+/// handful: anonymous unions nest two or three deep).
+const FIND_BUDGET: u32 = 4096;
+
 #[derive(Debug, Clone)]
 struct Member {
     name: u32,
@@ -161,8 +165,16 @@ impl Btf {
         id
     }
 
-    /// Size in bytes of a type, if it has one.
+    /// Size in bytes of a type, if it has one. Arrays nest at most 32 deep,
+    /// so a malformed array that contains itself has no size.
     pub fn size_of(&self, id: u32) -> Option<u32> {
+        self.size_of_at(id, 0)
+    }
+
+    fn size_of_at(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > 32 {
+            return None;
+        }
         let id = self.strip(id);
         let t = self.ty(id)?;
         match t.kind {
@@ -170,18 +182,26 @@ impl Btf {
             KIND_PTR => Some(8),
             KIND_ARRAY => {
                 let (elem, n) = t.array?;
-                self.size_of(elem)?.checked_mul(n)
+                self.size_of_at(elem, depth + 1)?.checked_mul(n)
             }
             _ => None,
         }
     }
 
     /// Find `member` in composite type `id`, searching anonymous members too.
-    /// Returns (bit offset, member type, bitfield width).
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32, u32)> {
-        if depth > 8 {
+    /// Returns (bit offset, member type, bitfield width). The search visits at
+    /// most `FIND_BUDGET` composites, so hostile BTF (anonymous members that
+    /// fan out or loop) costs bounded time; offsets that overflow are no match.
+    fn find_member(&self, id: u32, member: &str) -> Option<(u32, u32, u32)> {
+        let mut budget = FIND_BUDGET;
+        self.find_member_at(id, member, 0, &mut budget)
+    }
+
+    fn find_member_at(&self, id: u32, member: &str, depth: u32, budget: &mut u32) -> Option<(u32, u32, u32)> {
+        if depth > 8 || *budget == 0 {
             return None;
         }
+        *budget -= 1;
         let t = self.ty(self.strip(id))?;
         if !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
             return None;
@@ -193,8 +213,8 @@ impl Btf {
         }
         for m in &t.members {
             if m.name == 0 {
-                if let Some((off, ty, bf)) = self.find_member(m.ty, member, depth + 1) {
-                    return Some((m.bit_offset + off, ty, bf));
+                if let Some((off, ty, bf)) = self.find_member_at(m.ty, member, depth + 1, budget) {
+                    return Some((m.bit_offset.checked_add(off)?, ty, bf));
                 }
             }
         }
@@ -212,12 +232,12 @@ impl Btf {
         let mut cur = root.to_string();
         for part in parts {
             let (off, ty, bf) = self
-                .find_member(id, part, 0)
+                .find_member(id, part)
                 .ok_or_else(|| BtfError::NoMember(cur.clone(), part.to_string()))?;
             if bf != 0 || off % 8 != 0 {
                 return Err(BtfError::Bitfield(path.to_string()));
             }
-            bits += off;
+            bits = bits.checked_add(off).ok_or(BtfError::Malformed("member offset overflows"))?;
             id = ty;
             last = (bits / 8, self.size_of(ty).unwrap_or(0));
             cur = format!("{cur}.{part}");
@@ -273,6 +293,14 @@ pub(crate) mod tests {
         }
         pub fn ptr(&mut self, to: u32) -> u32 {
             self.push(&[0, KIND_PTR << 24, to])
+        }
+        /// An array of `n` elements of type `elem` (index type: `elem` too; unread).
+        pub fn array(&mut self, elem: u32, n: u32) -> u32 {
+            self.push(&[0, KIND_ARRAY << 24, 0, elem, elem, n])
+        }
+        /// The id the next type will get.
+        pub fn next(&self) -> u32 {
+            self.next_id
         }
         /// members: (name, type, bit offset, bitfield width)
         pub fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
@@ -345,6 +373,49 @@ pub(crate) mod tests {
         let mut bad = good.clone();
         bad[12] = 0xff; // type_len past the end
         assert!(Btf::parse(&bad).is_err());
+    }
+
+    // Hostile BTF: an array whose element is itself used to recurse until
+    // the stack overflowed.
+    #[test]
+    fn an_array_of_itself_has_no_size() {
+        let mut b = Builder::new();
+        let me = b.next();
+        let arr = b.array(me, 4);
+        assert_eq!(arr, me);
+        let s = b.strukt("s", 16, &[("a", arr, 0, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(btf.size_of(arr), None);
+        assert_eq!(btf.member("s.a").unwrap(), (0, 0));
+        assert!(btf.size_of(s).is_some());
+    }
+
+    #[test]
+    fn offsets_that_overflow_are_errors() {
+        let mut b = Builder::new();
+        let u32t = b.int("unsigned int", 4);
+        let inner = b.strukt("inner", 4, &[("x", u32t, 0xffff_fff8, 0)]);
+        let _outer = b.strukt("outer", 8, &[("", inner, 0xffff_fff8, 0), ("i", inner, 0xffff_fff8, 0)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        // Anonymous member offset + inner offset overflows: no such member.
+        assert!(matches!(btf.member("outer.x"), Err(BtfError::NoMember(..))));
+        // A path whose offsets sum past u32: malformed, not a panic.
+        assert!(matches!(btf.member("outer.i.x"), Err(BtfError::Malformed(_))));
+    }
+
+    #[test]
+    fn anonymous_members_that_loop_cost_bounded_work() {
+        // An anonymous struct that holds itself many times over: without a
+        // budget the search would visit 64^9 composites.
+        let mut b = Builder::new();
+        let me = b.next();
+        let members: Vec<(&str, u32, u32, u32)> = (0..64).map(|_| ("", me, 0, 0)).collect();
+        let s = b.strukt("loop", 8, &members);
+        assert_eq!(s, me);
+        let btf = Btf::parse(&b.build()).unwrap();
+        let t = std::time::Instant::now();
+        assert!(matches!(btf.member("loop.nothing"), Err(BtfError::NoMember(..))));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t.elapsed());
     }
 
     #[test]
