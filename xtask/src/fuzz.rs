@@ -25,11 +25,20 @@ fn ensure_cargo_fuzz() -> Result<()> {
     check(c)
 }
 
+/// `cargo xtask fuzz [SECONDS]`: a fresh random seed every run, to find new crashes.
 pub fn run(args: &[String]) -> Result<()> {
     let seconds: u64 = match args.first() {
         Some(s) => s.parse().with_context(|| format!("fuzz: '{s}' is not a number of seconds"))?,
         None => 30,
     };
+    pass(seconds, None)
+}
+
+/// One bounded pass over every target. The test suite passes a fixed `seed`
+/// so that a commit's result does not depend on the luck of the run: the
+/// same mutations are tried in the same order (replaying `fuzz/seeds`, where
+/// every crash found so far is kept), and new crashes are the job of `run`.
+pub fn pass(seconds: u64, seed: Option<u64>) -> Result<()> {
     bootstrap::ensure()?;
     ensure_cargo_fuzz()?;
     let dir = root().join("fuzz");
@@ -45,6 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&corpus)
             .arg(dir.join("seeds").join(t))
             .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=2048", "-max_len=65536"])
+            .args(seed.map(|s| format!("-seed={s}")))
             .status()
             .with_context(|| format!("running cargo fuzz run {t}"))?;
         if !status.success() {
