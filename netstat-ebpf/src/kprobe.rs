@@ -7,13 +7,13 @@
 //! kprobe program runs while any kprobe or perf-event BPF program, or a BPF
 //! map syscall, holds `bpf_prog_active` on that CPU. The tracepoint inside
 //! tcp_set_state is blocked by neither, so the TCP state form pairs every
-//! kprobe call with it: each kprobe program records on its CPU the call it
-//! saw (`KPROBE_SEEN`), and `inet_sock_set_state_kprobe_rescue`, firing
-//! later in the same call, reports exactly the calls no record matches.
+//! kprobe call with it: each kprobe program records the call it saw
+//! (`KPROBE_SEEN`), and `inet_sock_set_state_kprobe_rescue`, firing later in
+//! the same call, reports exactly the calls no record matches.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     macros::{kprobe, kretprobe, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::LruHashMap,
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use netstat_common::{
@@ -29,52 +29,42 @@ use crate::{
     state::try_inet_sock_set_state,
 };
 
-/// The last calls the kprobe programs saw on a CPU: (socket, new state,
-/// time) in a small ring, consumed by the tracepoint in the same call.
-#[repr(C)]
-pub struct Seen {
-    sk: [u64; SEEN_SLOTS],
-    state: [u32; SEEN_SLOTS],
-    ts: [u64; SEEN_SLOTS],
-    next: u32,
-}
-const SEEN_SLOTS: usize = 8;
+/// The calls the kprobe programs saw and whose tracepoint has not come yet:
+/// (socket, new state) -> time. Keyed by socket rather than kept per CPU:
+/// between a call's entry and its tracepoint a softirq may run any number of
+/// other calls on the CPU (a per-CPU ring of the last few wrapped, and the
+/// tracepoint reported a call the kprobe had already reported), and a
+/// preemptible kernel may move the task to another CPU. A child's clone is
+/// keyed by the task (or, in softirq over an idle CPU, the CPU) instead: its
+/// tracepoint names the child, which the entry kprobe cannot know. LRU: a
+/// record whose tracepoint never comes must not pin an entry.
+#[map]
+static KPROBE_SEEN: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(8192, 0);
 /// An inet_csk_clone_lock call: its tracepoint names the child, which the
 /// entry kprobe cannot know; the kretprobe reports it.
-const CLONE_MARK: u32 = 0xff;
-/// A record older than this is stale (its tracepoint never came).
+const CLONE_MARK: u64 = 0xff;
+/// A record older than this is stale (its tracepoint never came, and the
+/// socket's memory may since belong to another socket).
 const SEEN_WINDOW_NS: u64 = 100_000_000;
 
-#[map]
-static KPROBE_SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(1, 0);
+#[inline(always)]
+fn seen_key(sk: u64, state: u64) -> [u64; 2] {
+    if state == CLONE_MARK { [key(CLONE), CLONE_MARK] } else { [sk, state] }
+}
 
 #[inline(always)]
-fn saw(sk: u64, state: u32) {
-    let Some(r) = KPROBE_SEEN.get_ptr_mut(0) else { return };
-    let r = unsafe { &mut *r };
-    let i = r.next as usize & (SEEN_SLOTS - 1);
-    r.sk[i] = sk;
-    r.state[i] = state;
-    r.ts[i] = now();
-    r.next = r.next.wrapping_add(1);
+fn saw(sk: u64, state: u64) {
+    let _ = KPROBE_SEEN.insert(&seen_key(sk, state), &now(), 0);
 }
 
 /// Whether a kprobe program saw this call (consuming its record).
 #[inline(always)]
 fn was_seen(sk: u64, old: u32, new: u32) -> bool {
-    let Some(r) = KPROBE_SEEN.get_ptr_mut(0) else { return true };
-    let r = unsafe { &mut *r };
-    let t = now();
-    let clone = old == LISTEN && new == SYN_RECV;
-    for i in 0..SEEN_SLOTS {
-        let hit = if clone { r.state[i] == CLONE_MARK } else { r.state[i] == new && r.sk[i] == sk };
-        if hit && t.wrapping_sub(r.ts[i]) < SEEN_WINDOW_NS {
-            r.state[i] = 0;
-            r.sk[i] = 0;
-            return true;
-        }
-    }
-    false
+    let state = if old == LISTEN && new == SYN_RECV { CLONE_MARK } else { new as u64 };
+    let k = seen_key(sk, state);
+    let Some(ts) = (unsafe { KPROBE_SEEN.get(&k) }).copied() else { return false };
+    let _ = KPROBE_SEEN.remove(&k);
+    now().wrapping_sub(ts) < SEEN_WINDOW_NS
 }
 
 /// Fires inside every tcp_set_state (and the LISTEN and child SYN_RECV
@@ -127,7 +117,7 @@ fn unstash(func: u64) -> Option<u64> {
 #[kprobe]
 pub fn kprobe_tcp_set_state(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(new)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        saw(sk, new as u32);
+        saw(sk, new as u32 as u64);
         let _ = tcp_set_state(sk, new as u32);
     }
     0
@@ -136,7 +126,7 @@ pub fn kprobe_tcp_set_state(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0) {
-        saw(sk, LISTEN);
+        saw(sk, LISTEN as u64);
         let _ = tcp_set_state(sk, LISTEN);
     }
     0
