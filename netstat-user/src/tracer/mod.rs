@@ -36,6 +36,13 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// ring (65,536 events at the default 8 MiB) must not hold them all at once.
 pub const BATCH: usize = 4096;
 
+/// kprobe programs whose skipped calls the kprobe form's tracepoint check
+/// (`inet_sock_set_state_kprobe_rescue`) reports itself: a skip of one of
+/// these is not a loss. The kretprobes' skips (a child, an accept, a bind)
+/// are.
+const KPROBES_RESCUED_BY_TRACEPOINT: &[&str] =
+    &["kprobe_tcp_set_state", "kprobe_inet_csk_listen_start", "kprobe_inet_csk_clone_lock"];
+
 #[derive(Debug, Clone)]
 pub struct TracerOptions {
     pub ring_size: u32,
@@ -155,9 +162,13 @@ impl Tracer {
         };
         // The rescue programs' own misses are not losses: they skip every
         // transition but the ones another program could not see (state.rs).
+        // Nor are the misses of the kprobes the tracepoint check covers: it
+        // reports every call they skipped (kprobe.rs).
         let prog_fds = ebpf
             .programs()
-            .filter(|(name, _)| !name.ends_with("_nested") && !name.ends_with("_rescue"))
+            .filter(|(name, _)| {
+                !name.ends_with("_nested") && !name.ends_with("_rescue") && !KPROBES_RESCUED_BY_TRACEPOINT.contains(name)
+            })
             .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
             .collect();
         Ok(Tracer {
