@@ -45,8 +45,13 @@ pub struct Stream {
 
 impl Stream {
     pub fn start(extra: &[&str]) -> Stream {
+        Stream::start_with_backend(&backend(), extra)
+    }
+
+    /// `start` with a backend of the test's choosing instead of the suite's.
+    pub fn start_with_backend(backend: &str, extra: &[&str]) -> Stream {
         let mut child = Command::new(netstat_bin())
-            .args(["--stream", "--json", "--backend", &backend()])
+            .args(["--stream", "--json", "--backend", backend])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
