@@ -56,8 +56,9 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per CPU: 1 while the main `inet_sock_set_state` (or `tcp_set_state`)
-/// program runs, and 1 while `fexit_inet_csk_clone_lock` runs (state.rs).
+/// Per CPU: 1 while the main `fentry_tcp_set_state` program runs, and 1
+/// while `fexit_inet_csk_clone_lock` runs (fentry.rs). The raw tracepoint
+/// pair uses marks instead (`HANDLED`, state.rs).
 #[map]
 static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 const IN_STATE_TP: u32 = 0;

@@ -6,7 +6,11 @@
 //! cheaper. Most transitions run in softirq, where the task on the CPU is
 //! not the socket's owner: the owner comes from `OWNERS`, filled where the
 //! owner itself is on the CPU.
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::RawTracePointContext,
+};
 use netstat_common::{
     IPPROTO_TCP, KernelOffsets, ListenKey, Listener, Owner, flags, kind, lost,
     tcp_state::*,
@@ -21,25 +25,83 @@ use crate::{
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    set_in_state(1);
     let _ = try_inet_sock_set_state(&ctx);
-    set_in_state(0);
+    mark_handled(ctx.arg(0), ctx.arg::<u64>(2));
     0
 }
 
 /// The same tracepoint, attached after the main program. The kernel skips a
 /// raw tracepoint program that is already running on the CPU, so a softirq
 /// that changes a socket's state while the main program runs in process
-/// context (close(), connect()) would lose that transition. This copy
-/// handles exactly those: it runs for every transition but acts only while
-/// the main program is marked running on this CPU.
+/// context (close(), connect()) would lose that transition. This copy runs
+/// right after the main program in every firing and handles exactly the
+/// firings the main program did not mark as handled. (A flag raised while
+/// the main program ran left a window at either end of its run, where the
+/// kernel counted it running but the flag was down: a softirq there was lost.)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
-    if flag(IN_STATE_TP) {
+    if !take_handled(ctx.arg(0), ctx.arg::<u64>(2)) {
         crate::emit::count_lost(lost::RESCUED);
         let _ = try_inet_sock_set_state(&ctx);
     }
     0
+}
+
+/// Per CPU: firings the main program handled whose nested copy has not run
+/// yet, as (socket, new state, time). Tracepoint probes run with preemption
+/// off, so both programs of one firing run on one CPU. At most two are in
+/// flight (process context and a softirq over it); a mark whose copy was
+/// skipped goes stale and its slot is reused.
+#[repr(C)]
+pub struct Handled {
+    sk: [u64; HANDLED_SLOTS],
+    state: [u64; HANDLED_SLOTS],
+    ts: [u64; HANDLED_SLOTS],
+}
+const HANDLED_SLOTS: usize = 8;
+/// A mark older than this is stale (its nested copy never ran).
+const HANDLED_WINDOW_NS: u64 = 100_000_000;
+
+#[map]
+static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn mark_handled(sk: u64, new: u64) {
+    let Some(h) = HANDLED.get_ptr_mut(0) else { return };
+    let h = unsafe { &mut *h };
+    let t = now();
+    // A free or stale slot, else the oldest.
+    let mut pick = 0;
+    let mut oldest = u64::MAX;
+    for i in 0..HANDLED_SLOTS {
+        if h.state[i] == 0 || t.wrapping_sub(h.ts[i]) >= HANDLED_WINDOW_NS {
+            pick = i;
+            break;
+        }
+        if h.ts[i] < oldest {
+            oldest = h.ts[i];
+            pick = i;
+        }
+    }
+    h.sk[pick] = sk;
+    // TCP states start at 1: 0 marks a free slot.
+    h.state[pick] = new;
+    h.ts[pick] = t;
+}
+
+/// Whether the main program handled this firing (consuming its mark).
+#[inline(always)]
+fn take_handled(sk: u64, new: u64) -> bool {
+    let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
+    let h = unsafe { &mut *h };
+    let t = now();
+    for i in 0..HANDLED_SLOTS {
+        if h.state[i] == new && h.sk[i] == sk && t.wrapping_sub(h.ts[i]) < HANDLED_WINDOW_NS {
+            h.state[i] = 0;
+            return true;
+        }
+    }
+    false
 }
 
 #[inline(always)]
