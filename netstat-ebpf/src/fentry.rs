@@ -12,35 +12,27 @@ use crate::{
     IN_CLONE,
     accept::on_accept,
     emit::count_lost,
+    kprobe::saw,
     sock::{offsets, read, read_state_tuple, read_tuple},
-    state::{flag, in_state, on_transition, set_flag, set_in_state},
+    state::{flag, on_transition, set_flag},
     udp::on_explicit_bind,
 };
 
 /// tcp_set_state(sk, state): the tracepoint fires inside it, after the same
-/// reads; at entry `sk_state` is still the old state.
+/// reads; at entry `sk_state` is still the old state. The call is recorded
+/// for `inet_sock_set_state_fentry_rescue` (kprobe.rs), which reports the
+/// calls this program was skipped for: the trampoline skips a program
+/// already running on the CPU, as when a softirq changes a socket's state
+/// while this one runs in process context (close(), connect()). A second
+/// fentry program cannot do that reliably: the trampoline runs the one
+/// attached last first, and a flag raised while this one runs leaves a
+/// window at either end of its run.
 #[fentry(function = "tcp_set_state")]
 pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let new: i32 = ctx.arg(1);
-    set_in_state(1);
     let _ = tcp_set_state(sk, new as u32);
-    set_in_state(0);
-    0
-}
-
-/// A second program on tcp_set_state, as state.rs does for the raw
-/// tracepoint: the trampoline skips a program already running on the CPU,
-/// so a softirq's transition during the main program's run in process
-/// context (close(), connect()) would be lost. This one acts only then.
-#[fentry(function = "tcp_set_state")]
-pub fn fentry_tcp_set_state_nested(ctx: FEntryContext) -> u32 {
-    if in_state() {
-        count_lost(lost::RESCUED);
-        let sk: u64 = ctx.arg(0);
-        let new: i32 = ctx.arg(1);
-        let _ = tcp_set_state(sk, new as u32);
-    }
+    saw(sk, new as u32 as u64);
     0
 }
 
@@ -63,6 +55,7 @@ pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
 pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let _ = tcp_set_state(sk, LISTEN);
+    saw(sk, LISTEN as u64);
     0
 }
 

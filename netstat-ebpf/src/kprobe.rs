@@ -53,7 +53,7 @@ fn seen_key(sk: u64, state: u64) -> [u64; 2] {
 }
 
 #[inline(always)]
-fn saw(sk: u64, state: u64) {
+pub(crate) fn saw(sk: u64, state: u64) {
     let _ = KPROBE_SEEN.insert(&seen_key(sk, state), &now(), 0);
 }
 
@@ -76,6 +76,23 @@ pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
     let old = ctx.arg::<u64>(1) as i32 as u32;
     let new = ctx.arg::<u64>(2) as i32 as u32;
     if !was_seen(sk, old, new) {
+        count_lost(lost::KPROBE_RESCUED);
+        let _ = try_inet_sock_set_state(&ctx);
+    }
+    0
+}
+
+/// The same check for the fentry form (fentry.rs), whose tcp_set_state and
+/// inet_csk_listen_start programs record their calls the same way. A
+/// trampoline skips a program already running on the CPU (a softirq over
+/// one of them in process context); this reports those calls. Children are
+/// left to the fexit pair on inet_csk_clone_lock.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_fentry_rescue(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32 as u32;
+    let new = ctx.arg::<u64>(2) as i32 as u32;
+    if !(old == LISTEN && new == SYN_RECV) && !was_seen(sk, old, new) {
         count_lost(lost::KPROBE_RESCUED);
         let _ = try_inet_sock_set_state(&ctx);
     }

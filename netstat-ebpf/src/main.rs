@@ -56,13 +56,10 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per CPU: 1 while the main `fentry_tcp_set_state` program runs, and 1
-/// while `fexit_inet_csk_clone_lock` runs (fentry.rs). The raw tracepoint
-/// pair uses marks instead (`HANDLED`, state.rs).
+/// Per CPU: 1 while `fexit_inet_csk_clone_lock` runs (fentry.rs).
 #[map]
-static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
-const IN_STATE_TP: u32 = 0;
-const IN_CLONE: u32 = 1;
+static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+const IN_CLONE: u32 = 0;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());

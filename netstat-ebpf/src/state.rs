@@ -17,7 +17,7 @@ use netstat_common::{
 };
 
 use crate::{
-    IN_STATE, IN_STATE_TP, LISTENERS, OWNERS,
+    IN_STATE, LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
@@ -114,17 +114,6 @@ pub(crate) fn set_flag(idx: u32, v: u32) {
     if let Some(p) = IN_STATE.get_ptr_mut(idx) {
         unsafe { *p = v };
     }
-}
-
-#[inline(always)]
-pub fn set_in_state(v: u32) {
-    set_flag(IN_STATE_TP, v);
-}
-
-/// Whether the main `tcp_set_state` program is running on this CPU.
-#[inline(always)]
-pub fn in_state() -> bool {
-    flag(IN_STATE_TP)
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,

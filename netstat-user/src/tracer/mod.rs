@@ -36,12 +36,17 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// ring (65,536 events at the default 8 MiB) must not hold them all at once.
 pub const BATCH: usize = 4096;
 
-/// kprobe programs whose skipped calls the kprobe form's tracepoint check
-/// (`inet_sock_set_state_kprobe_rescue`) reports itself: a skip of one of
-/// these is not a loss. The kretprobes' skips (a child, an accept, a bind)
-/// are.
-const KPROBES_RESCUED_BY_TRACEPOINT: &[&str] =
-    &["kprobe_tcp_set_state", "kprobe_inet_csk_listen_start", "kprobe_inet_csk_clone_lock"];
+/// Programs whose skipped calls the kprobe and fentry forms' tracepoint
+/// checks (`inet_sock_set_state_{kprobe,fentry}_rescue`) report themselves:
+/// a skip of one of these is not a loss. The kretprobes' and fexits' skips
+/// (a child, an accept, a bind) are.
+const RESCUED_BY_TRACEPOINT: &[&str] = &[
+    "kprobe_tcp_set_state",
+    "kprobe_inet_csk_listen_start",
+    "kprobe_inet_csk_clone_lock",
+    "fentry_tcp_set_state",
+    "fentry_inet_csk_listen_start",
+];
 
 #[derive(Debug, Clone)]
 pub struct TracerOptions {
@@ -162,12 +167,12 @@ impl Tracer {
         };
         // The rescue programs' own misses are not losses: they skip every
         // transition but the ones another program could not see (state.rs).
-        // Nor are the misses of the kprobes the tracepoint check covers: it
-        // reports every call they skipped (kprobe.rs).
+        // Nor are the misses of the programs the tracepoint checks cover:
+        // they report every call those skipped (kprobe.rs).
         let prog_fds = ebpf
             .programs()
             .filter(|(name, _)| {
-                !name.ends_with("_nested") && !name.ends_with("_rescue") && !KPROBES_RESCUED_BY_TRACEPOINT.contains(name)
+                !name.ends_with("_nested") && !name.ends_with("_rescue") && !RESCUED_BY_TRACEPOINT.contains(name)
             })
             .filter_map(|(_, p)| p.fd().ok().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd))))
             .collect();

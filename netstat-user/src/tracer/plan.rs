@@ -101,10 +101,13 @@ const HOOKS: &[Hook] = &[
         // misses LISTEN and a child's SYN_RECV, which need two more.
         fentry: &[
             ("fentry_tcp_set_state", FEN, "tcp_set_state"),
-            ("fentry_tcp_set_state_nested", FEN, "tcp_set_state"),
             ("fentry_inet_csk_listen_start", FEN, "inet_csk_listen_start"),
             ("fexit_inet_csk_clone_lock", FEX, "inet_csk_clone_lock"),
             ("fexit_inet_csk_clone_lock_nested", FEX, "inet_csk_clone_lock"),
+            // The calls the two fentry programs were skipped for (one of
+            // them already running on the CPU): the tracepoint in the same
+            // call reports them (kprobe.rs).
+            ("inet_sock_set_state_fentry_rescue", RESCUE, "inet_sock_set_state"),
         ],
         kprobe: &[
             ("kprobe_tcp_set_state", KP, "tcp_set_state"),
