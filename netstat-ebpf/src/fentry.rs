@@ -3,18 +3,18 @@
 //! to the shared handlers in state.rs, accept.rs and udp.rs: the events are
 //! the same as the tracepoint/cgroup path's, field for field.
 use aya_ebpf::{
-    macros::{fentry, fexit},
+    macros::{fentry, fexit, map},
+    maps::PerCpuArray,
     programs::{FEntryContext, FExitContext},
 };
 use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, lost, tcp_state::*};
 
 use crate::{
-    IN_CLONE,
     accept::on_accept,
     emit::count_lost,
     kprobe::saw,
     sock::{offsets, read, read_state_tuple, read_tuple},
-    state::{flag, on_transition, set_flag},
+    state::on_transition,
     udp::on_explicit_bind,
 };
 
@@ -64,9 +64,9 @@ pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
 /// fields are still the listener's: so the tuple is the listener's too.
 #[fexit(function = "inet_csk_clone_lock")]
 pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
-    set_flag(IN_CLONE, 1);
+    set_in_clone(1);
     clone_exit(&ctx);
-    set_flag(IN_CLONE, 0);
+    set_in_clone(0);
     0
 }
 
@@ -76,11 +76,27 @@ pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
 /// CPU finds the main program running, which the trampoline then skips.
 #[fexit(function = "inet_csk_clone_lock")]
 pub fn fexit_inet_csk_clone_lock_nested(ctx: FExitContext) -> u32 {
-    if flag(IN_CLONE) {
+    if in_clone() {
         count_lost(lost::RESCUED);
         clone_exit(&ctx);
     }
     0
+}
+
+/// Per CPU: 1 while `fexit_inet_csk_clone_lock` runs.
+#[map]
+static IN_CLONE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn in_clone() -> bool {
+    IN_CLONE.get(0).is_some_and(|v| *v != 0)
+}
+
+#[inline(always)]
+fn set_in_clone(v: u32) {
+    if let Some(p) = IN_CLONE.get_ptr_mut(0) {
+        unsafe { *p = v };
+    }
 }
 
 #[inline(always)]

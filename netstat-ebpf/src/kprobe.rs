@@ -29,7 +29,8 @@ use crate::{
     state::try_inet_sock_set_state,
 };
 
-/// The calls the kprobe programs saw and whose tracepoint has not come yet:
+/// The calls the kprobe programs (and the fentry form's entry programs) saw
+/// and whose tracepoint has not come yet:
 /// (socket, new state) -> time. Keyed by socket rather than kept per CPU:
 /// between a call's entry and its tracepoint a softirq may run any number of
 /// other calls on the CPU (a per-CPU ring of the last few wrapped, and the
@@ -72,13 +73,7 @@ fn was_seen(sk: u64, old: u32, new: u32) -> bool {
 /// they missed, through the tracepoint path's own handler.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    let old = ctx.arg::<u64>(1) as i32 as u32;
-    let new = ctx.arg::<u64>(2) as i32 as u32;
-    if !was_seen(sk, old, new) {
-        count_lost(lost::KPROBE_RESCUED);
-        let _ = try_inet_sock_set_state(&ctx);
-    }
+    report_unseen(&ctx, true);
     0
 }
 
@@ -89,14 +84,25 @@ pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
 /// left to the fexit pair on inet_csk_clone_lock.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_fentry_rescue(ctx: RawTracePointContext) -> i32 {
+    report_unseen(&ctx, false);
+    0
+}
+
+/// Report this transition through the tracepoint path's handler unless an
+/// entry program recorded it; a child's LISTEN -> SYN_RECV only when
+/// `children` (otherwise another program reports children).
+#[inline(always)]
+fn report_unseen(ctx: &RawTracePointContext, children: bool) {
     let sk: u64 = ctx.arg(0);
     let old = ctx.arg::<u64>(1) as i32 as u32;
     let new = ctx.arg::<u64>(2) as i32 as u32;
-    if !(old == LISTEN && new == SYN_RECV) && !was_seen(sk, old, new) {
-        count_lost(lost::KPROBE_RESCUED);
-        let _ = try_inet_sock_set_state(&ctx);
+    if !children && old == LISTEN && new == SYN_RECV {
+        return;
     }
-    0
+    if !was_seen(sk, old, new) {
+        count_lost(lost::KPROBE_RESCUED);
+        let _ = try_inet_sock_set_state(ctx);
+    }
 }
 
 /// (thread or idle CPU, function) -> the argument its kretprobe needs (the

@@ -18,7 +18,7 @@ mod udp;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
 };
 use netstat_common::{KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
 
@@ -55,11 +55,6 @@ static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8
 /// value is the socket again, as a plain number the verifier lets us offset.
 #[map]
 static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-
-/// Per CPU: 1 while `fexit_inet_csk_clone_lock` runs (fentry.rs).
-#[map]
-static IN_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-const IN_CLONE: u32 = 0;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());

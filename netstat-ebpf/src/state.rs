@@ -17,7 +17,7 @@ use netstat_common::{
 };
 
 use crate::{
-    IN_STATE, LISTENERS, OWNERS,
+    LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read, read_state_tuple},
 };
@@ -102,18 +102,6 @@ fn take_handled(sk: u64, new: u64) -> bool {
         }
     }
     false
-}
-
-#[inline(always)]
-pub(crate) fn flag(idx: u32) -> bool {
-    IN_STATE.get(idx).is_some_and(|v| *v != 0)
-}
-
-#[inline(always)]
-pub(crate) fn set_flag(idx: u32, v: u32) {
-    if let Some(p) = IN_STATE.get_ptr_mut(idx) {
-        unsafe { *p = v };
-    }
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,
