@@ -84,8 +84,11 @@ pub struct Event {
     pub duration_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// The kernel's socket cookie (`bpf_get_socket_cookie`, sock_diag's
+    /// `idiag_cookie`): the socket's identity for its whole life. 0 = unknown.
+    pub cookie: u64,
 }
-pub const EVENT_SIZE: usize = 128;
+pub const EVENT_SIZE: usize = 136;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 
 impl Event {
@@ -111,6 +114,7 @@ impl Event {
             duration_ns: 0,
             bytes_acked: 0,
             bytes_received: 0,
+            cookie: 0,
         }
     }
 }

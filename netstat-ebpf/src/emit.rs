@@ -104,6 +104,7 @@ pub fn emit(owner: &Owner, b: &Body) {
         (*ev).duration_ns = b.duration_ns;
         (*ev).bytes_acked = b.bytes_acked;
         (*ev).bytes_received = b.bytes_received;
+        (*ev).cookie = 0;
     }
     // Batched wake-ups: only when enough is waiting; user space also polls.
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {

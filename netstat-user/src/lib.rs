@@ -1,20 +1,18 @@
 //! netstat: connections, routes and statistics, with owners traced in the kernel.
-//! Layers: `cli` → `config` → sources (`proc`, `netlink`, `tracer`) → `table` → `output`.
+//!
+//! A connection passes through the stages in this order, and each stage
+//! calls only the ones after it in this list's reverse (no cycles):
+//! `cli` (flags → `Config`) → `sources` (sock_diag, /proc, owners, names)
+//! and `tracer` (BTF, probe plan, ring buffer) → `table` (the live table)
+//! → `render` (text layouts, the one JSON encoder) → `modes` (display,
+//! live, stream, probe report: each wires the stages, owns no format).
+//! `model` is the connection model all of them share.
 pub mod cli;
-pub mod config;
-pub mod display;
 pub mod escape;
-pub mod info;
-pub mod live;
 pub mod model;
-pub mod ndjson;
-pub mod netlink;
-pub mod output;
-pub mod owners;
-pub mod proc;
-pub mod resolve;
-pub mod snapshot;
-pub mod stream;
+pub mod modes;
+pub mod render;
+pub mod sources;
 pub mod table;
 pub mod timefmt;
 pub mod tracer;

@@ -1,8 +1,13 @@
 use std::process::ExitCode;
 
-use netstat_user::{EnvError, cli, config::Mode, display, is_broken_pipe, live, stream, tracer};
+use netstat_user::{
+    EnvError, cli,
+    cli::config::Mode,
+    is_broken_pipe,
+    modes::{display, live, probe_report, stream},
+};
 
-fn live_kernel(cfg: &netstat_user::config::Config) -> bool {
+fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
     cfg.proc_root == std::path::Path::new("/proc")
 }
 
@@ -27,7 +32,7 @@ fn main() -> ExitCode {
     };
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
-        Mode::ProbeReport => tracer::probe_report(&cfg),
+        Mode::ProbeReport => probe_report::run(&cfg),
         // Fixture trees (--proc-root) describe no live kernel: snapshots only.
         Mode::Connections if cfg.interval.is_some() && cfg.trace && live_kernel(&cfg) => live::run(&cfg),
         Mode::Connections => {

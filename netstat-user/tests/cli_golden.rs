@@ -96,10 +96,12 @@ fn json_is_one_document_per_display() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let conns = v["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 14);
-    let ssh = conns.iter().find(|c| c["local_port"] == 22 && c["state"] == "LISTENING").unwrap();
+    let ssh = conns.iter().find(|c| c["local"]["port"] == 22 && c["state"] == "LISTENING").unwrap();
     assert_eq!(ssh["pid"], 100);
-    assert_eq!(ssh["process"], "sshd");
-    assert_eq!(ssh["executable"], "/usr/sbin/sshd");
+    assert_eq!(ssh["comm"], "sshd");
+    assert_eq!(ssh["exe"], "/usr/sbin/sshd");
+    assert_eq!(ssh["owner_source"], "proc");
+    assert_eq!(v["schema"], 1);
     let (out, _, _) = run("basic", &["-s", "-p", "tcp", "--json"]);
     let _: serde_json::Value = serde_json::from_str(&out).unwrap();
     // Beyond u64, kept exactly (a JSON number has no size limit).

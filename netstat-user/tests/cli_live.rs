@@ -266,7 +266,7 @@ fn ano_lists_exactly_our_sockets_with_pids_and_agrees_with_ss() {
     // JSON carries the distinctive process names.
     let v = sc.ns.json(&["-ano"]);
     for c in v["connections"].as_array().unwrap() {
-        let (pid, process) = (c["pid"].to_string(), c["process"].as_str().unwrap_or(""));
+        let (pid, process) = (c["pid"].to_string(), c["comm"].as_str().unwrap_or(""));
         let want = if pid == sc.server_pid { &sc.server_name } else { &sc.client_name };
         assert!(pid == sc.server_pid || pid == sc.client_pid, "unexpected owner in {c}");
         assert_eq!(process, want.as_str(), "{c}");

@@ -25,24 +25,24 @@ fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
     let conns: Vec<(String, String)> = out
         .iter()
         .filter(|v| v.get("conn").is_some())
-        .map(|v| (v["local"].as_str().unwrap().to_string(), v["remote"].as_str().unwrap().to_string()))
+        .map(|v| (ep(&v["local"]).to_string(), ep(&v["remote"]).to_string()))
         .collect();
     assert_eq!(conns.len(), 1000);
     // Both processes have exited now. Two more displays cover the interval.
     let n = displays(&table.lines()).len();
     assert!(table.wait_for(Duration::from_secs(20), |l| displays(l).len() >= n + 2), "displays stopped");
     let all = displays(&table.stop());
-    let closed: Vec<&Value> = all.iter().flat_map(|d| d["closed_since_last_display"].as_array().unwrap()).collect();
+    let closed: Vec<&Value> = all.iter().flat_map(|d| d["closed"].as_array().unwrap()).collect();
     for (local, remote) in &conns {
         let client = closed
             .iter()
-            .find(|c| c["local"] == local.as_str() && c["remote"] == remote.as_str())
+            .find(|c| ep(&c["local"]) == local.as_str() && ep(&c["remote"]) == remote.as_str())
             .unwrap_or_else(|| {
                 let seen: Vec<String> = all
                     .iter()
                     .flat_map(|d| {
-                        let rows = d["connections"].as_array().unwrap().iter().chain(d["closed_since_last_display"].as_array().unwrap());
-                        rows.filter(|c| c["local"] == local.as_str() || c["remote"] == local.as_str()).map(|c| c.to_string()).collect::<Vec<_>>()
+                        let rows = d["connections"].as_array().unwrap().iter().chain(d["closed"].as_array().unwrap());
+                        rows.filter(|c| ep(&c["local"]) == local.as_str() || ep(&c["remote"]) == local.as_str()).map(|c| c.to_string()).collect::<Vec<_>>()
                     })
                     .collect();
                 let lost: Vec<String> =
@@ -53,15 +53,15 @@ fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
                 )
             });
         assert_eq!(client["pid"], client_pid, "{client}");
-        assert_eq!(client["process"], cli.as_str(), "{client}");
+        assert_eq!(client["comm"], cli.as_str(), "{client}");
         assert_eq!(client["owner_source"], "kernel", "{client}");
         assert_eq!(client["final_state"], "TIME_WAIT", "{client}");
         let server = closed
             .iter()
-            .find(|c| c["local"] == remote.as_str() && c["remote"] == local.as_str())
+            .find(|c| ep(&c["local"]) == remote.as_str() && ep(&c["remote"]) == local.as_str())
             .unwrap_or_else(|| panic!("server end {remote} -> {local} not listed as closed"));
         assert_eq!(server["pid"], server_pid, "{server}");
-        assert_eq!(server["process"], srv.as_str(), "{server}");
+        assert_eq!(server["comm"], srv.as_str(), "{server}");
     }
 }
 
@@ -105,15 +105,11 @@ fn table_rows(display: &Value) -> BTreeSet<(String, String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["proto"] == "TCP")
+        .filter(|c| c["proto"] == "tcp")
         .map(|c| {
-            let addr = |a: &Value, p: &Value| {
-                let a = a.as_str().unwrap();
-                if a.contains(':') { format!("[{a}]:{p}") } else { format!("{a}:{p}") }
-            };
             (
-                addr(&c["local_address"], &c["local_port"]),
-                addr(&c["foreign_address"], &c["foreign_port"]),
+                ep(&c["local"]),
+                ep(&c["remote"]),
                 c["state"].as_str().unwrap_or("").to_string(),
             )
         })
@@ -166,7 +162,7 @@ fn row_cap_holds_under_a_flood_and_drops_are_counted() {
     let dropped = all.last().unwrap()["dropped_rows"].as_u64().unwrap();
     assert!(dropped > 0, "1000 closed rows and 500 TIME_WAIT rows under a cap of 100 dropped nothing");
     for d in &all {
-        let rows = d["connections"].as_array().unwrap().len() + d["closed_since_last_display"].as_array().unwrap().len();
+        let rows = d["connections"].as_array().unwrap().len() + d["closed"].as_array().unwrap().len();
         assert!(rows <= 100, "a display held {rows} rows over the cap of 100");
         assert_eq!(d["row_cap"], 100);
     }

@@ -25,7 +25,7 @@ fn comparable(e: &Value) -> String {
     if let Some(d) = m.get_mut("duration_ns") {
         *d = Value::from("present");
     }
-    if let Some(o) = m.get_mut("owner") {
+    if let Some(o) = m.get_mut("owner_source") {
         if *o == "listener" || *o == "captured" {
             *o = Value::from("remembered");
         }
@@ -62,7 +62,7 @@ fn run_workload() -> Workload {
         let out = load(&args);
         w.pids.extend(out.iter().filter(|v| v.get("role").is_some()).map(pid_of));
         w.conns.extend(out.iter().filter(|v| v.get("conn").is_some()).map(|v| {
-            (v["local"].as_str().unwrap().to_string(), v["remote"].as_str().unwrap().to_string())
+            (ep(&v["local"]).to_string(), ep(&v["remote"]).to_string())
         }));
     }
     for (tag, args) in [
@@ -84,7 +84,7 @@ fn run_workload() -> Workload {
 
 /// Every connection closed on both ends and every UDP socket closed.
 fn complete(w: &Workload, ev: &[Value]) -> bool {
-    let closed = |l: &str, r: &str| ev.iter().any(|e| e["local"] == l && e["remote"] == r && e["new_state"] == "CLOSED");
+    let closed = |l: &str, r: &str| ev.iter().any(|e| ep(&e["local"]) == l && ep(&e["remote"]) == r && e["new_state"] == "CLOSED");
     w.conns.iter().all(|(l, r)| closed(l, r) && closed(r, l))
         && w.udp_comms.iter().all(|c| ev.iter().any(|e| e["comm"] == c.as_str() && e["type"] == "udp_close"))
 }

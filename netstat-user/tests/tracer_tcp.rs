@@ -26,15 +26,15 @@ fn run_pair(addr: &str, count: usize) {
         .iter()
         .filter(|v| v.get("conn").is_some())
         .map(|v| Conn {
-            local: v["local"].as_str().unwrap().to_string(),
-            remote: v["remote"].as_str().unwrap().to_string(),
+            local: ep(&v["local"]).to_string(),
+            remote: ep(&v["remote"]).to_string(),
         })
         .collect();
     assert_eq!(conns.len(), count, "netstat-load made {} connections", conns.len());
     let all_closed = |ev: &[Value]| {
         conns.iter().all(|c| {
             let fin = |l: &str, r: &str| {
-                ev.iter().any(|e| e["local"] == l && e["remote"] == r && e["new_state"] == "CLOSED")
+                ev.iter().any(|e| ep(&e["local"]) == l && ep(&e["remote"]) == r && e["new_state"] == "CLOSED")
             };
             fin(&c.local, &c.remote) && fin(&c.remote, &c.local)
         })
@@ -60,11 +60,11 @@ fn run_pair(addr: &str, count: usize) {
             assert_eq!(e["comm"], cli.as_str(), "client event with the wrong comm: {e}");
         }
         // CLOSED->SYN_SENT happens before the port is chosen: find it by socket.
-        let sock = &client[0]["sock"];
+        let sock = &client[0]["cookie"];
         assert!(
-            events.iter().any(|e| e["sock"] == *sock
+            events.iter().any(|e| e["cookie"] == *sock
                 && transition(e) == "CLOSED->SYN_SENT"
-                && e["remote"] == c.remote.as_str()
+                && ep(&e["remote"]) == c.remote.as_str()
                 && e["pid"] == client_pid
                 && e["comm"] == cli.as_str()),
             "no attributed CLOSED->SYN_SENT for {} -> {}\n{}",
@@ -97,7 +97,7 @@ fn run_pair(addr: &str, count: usize) {
         // Before accept() the accepted socket belongs to its listener's owner
         // (on 6.1/6.12 that transition is reported late, next to the accept).
         let syn = server.iter().find(|e| e["new_state"] == "SYN_RECEIVED").unwrap();
-        assert_eq!(syn["owner"], "listener", "pre-accept owner should come from the listener: {syn}");
+        assert_eq!(syn["owner_source"], "listener", "pre-accept owner should come from the listener: {syn}");
     }
     assert!(short_lived > 0, "no connection lived under 1 ms; the test did not cover short-lived connections");
 }

@@ -8,9 +8,7 @@ pub mod plan;
 pub mod tracefs;
 
 use std::{
-    io::Write as _,
     path::PathBuf,
-    process::ExitCode,
     time::Duration,
 };
 
@@ -22,7 +20,7 @@ use aya::{
 use netstat_common::{DecodeError, Event, lost, names};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::{EnvError, config::Config};
+use crate::{EnvError, cli::config::Config};
 pub use plan::{HookReport, HookStatus};
 
 /// The eBPF object built by build.rs (aya-build), embedded in the binary.
@@ -52,7 +50,7 @@ const RESCUED_BY_TRACEPOINT: &[&str] = &[
 pub struct TracerOptions {
     pub ring_size: u32,
     pub owner_map_size: u32,
-    pub backend: crate::config::Backend,
+    pub backend: crate::cli::config::Backend,
     pub btf_path: PathBuf,
     pub proc_root: PathBuf,
 }
@@ -284,32 +282,14 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `netstat --probe-report`.
-pub fn probe_report(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let opts = TracerOptions::from_config(cfg);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let _guard = rt.enter();
-    let tracer = Tracer::start(&opts)?;
-    let mut out = std::io::stdout().lock();
-    plan::print_report(&tracer.report, &mut out)?;
-    writeln!(out, "offsets from {}: {}", opts.btf_path.display(), describe_offsets(&tracer.offsets))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `name=value ...` for every offset handed to the programs (`?` where
-/// unresolved): they differ between kernels, which is why none is written
-/// in the source.
-pub fn describe_offsets(o: &netstat_common::KernelOffsets) -> String {
+/// Every offset handed to the programs, by name (None where unresolved):
+/// they differ between kernels, which is why none is written in the source.
+pub fn offset_list(o: &netstat_common::KernelOffsets) -> Vec<(String, Option<u32>)> {
     let debug = format!("{o:?}");
     let inner = debug.split_once('{').and_then(|(_, r)| r.rsplit_once('}')).map_or("", |(l, _)| l);
     inner
         .split(',')
         .filter_map(|kv| kv.split_once(':'))
-        .map(|(k, v)| {
-            let v = v.trim();
-            let v = if v == netstat_common::OFFSET_UNKNOWN.to_string() { "?" } else { v };
-            format!("{}={v}", k.trim())
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|(k, v)| (k.trim().to_string(), v.trim().parse().ok().filter(|&n| n != netstat_common::OFFSET_UNKNOWN)))
+        .collect()
 }

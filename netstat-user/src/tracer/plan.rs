@@ -4,7 +4,6 @@
 use std::{
     collections::HashSet,
     fs::File,
-    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -18,7 +17,7 @@ use super::{
     TracerOptions, btf::Btf, offsets, one_line,
     tracefs,
 };
-use crate::{EnvError, config::Backend, escape::escape};
+use crate::{EnvError, cli::config::Backend, escape::escape};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookStatus {
@@ -608,15 +607,3 @@ pub fn warnings(report: &[HookReport]) -> Vec<String> {
         .collect()
 }
 
-pub fn print_report(report: &[HookReport], w: &mut impl Write) -> std::io::Result<()> {
-    writeln!(w, "{:<18} {:<8} MECHANISM / REASON", "HOOK", "STATUS")?;
-    for r in report {
-        match &r.status {
-            HookStatus::Attached => writeln!(w, "{:<18} {:<8} {}", r.hook, "attached", r.mechanism)?,
-            HookStatus::Skipped(why) => {
-                writeln!(w, "{:<18} {:<8} {} ({})", r.hook, "skipped", r.mechanism, escape(why))?
-            }
-        }
-    }
-    Ok(())
-}

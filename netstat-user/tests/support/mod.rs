@@ -1,6 +1,8 @@
 //! Shared helpers for the kernel tests: run the real `netstat --stream
 //! --json` and the `netstat-load` workload, collect and filter events.
 #![allow(dead_code)]
+pub mod schema;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -22,6 +24,18 @@ pub fn load_bin() -> String {
 /// The backend the suite runs with (the VM matrix sets it per run).
 pub fn backend() -> String {
     std::env::var("NETSTAT_TEST_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// An endpoint of netstat's JSON (`{"addr", "port"}`) as `ADDR:PORT`
+/// (`[ADDR]:PORT` for IPv6), the way netstat-load prints its own; a string
+/// (netstat-load's) is returned as it is.
+pub fn ep(v: &Value) -> String {
+    if let Some(s) = v.as_str() {
+        return s.to_string();
+    }
+    let addr = v["addr"].as_str().unwrap_or_else(|| panic!("not an endpoint: {v}"));
+    let port = v["port"].as_u64().unwrap_or_else(|| panic!("not an endpoint: {v}"));
+    if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
 }
 
 /// A unique, distinctive process name (comm holds 15 bytes).
@@ -66,7 +80,14 @@ impl Stream {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => ev.lock().unwrap().push(v),
+                    Ok(v) => {
+                        // Every line must be a valid event or loss of schema 1.
+                        let errs = schema::errors(&v, schema::stream_def(&v));
+                        if !errs.is_empty() {
+                            bad_lines.lock().unwrap().push(format!("schema: {errs:?}: {line}"));
+                        }
+                        ev.lock().unwrap().push(v)
+                    }
                     Err(e) => bad_lines.lock().unwrap().push(format!("{e}: {line:?}")),
                 }
             }
@@ -144,7 +165,10 @@ impl Stream {
         let err = self.stderr.take().unwrap().join().unwrap();
         let bad = self.bad.lock().unwrap().clone();
         let allowed = if signal == libc::SIGKILL { 1 } else { 0 };
-        assert!(bad.len() <= allowed, "netstat printed lines that are not JSON: {bad:?}");
+        assert!(bad.len() <= allowed, "netstat printed lines that are not JSON of schema 1: {bad:?}");
+        if signal == libc::SIGKILL {
+            assert!(!bad.iter().any(|b| b.starts_with("schema:")), "lines off the schema: {bad:?}");
+        }
         let events = self.events.lock().unwrap().clone();
         (status, events, err)
     }
@@ -187,7 +211,7 @@ pub fn pid_of(v: &Value) -> u32 {
 pub fn for_tuple<'a>(events: &'a [Value], local: &str, remote: &str) -> Vec<&'a Value> {
     events
         .iter()
-        .filter(|e| e["local"] == local && e["remote"] == remote)
+        .filter(|e| ep(&e["local"]) == local && ep(&e["remote"]) == remote)
         .collect()
 }
 
@@ -197,8 +221,8 @@ pub fn closest(events: &[Value], needle: &str) -> String {
     let near: Vec<String> = events
         .iter()
         .filter(|e| {
-            e["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}")))
-                || e["remote"].as_str().is_some_and(|r| r.ends_with(&format!(":{port}")))
+            Some(ep(&e["local"])).is_some_and(|l| l.ends_with(&format!(":{port}")))
+                || Some(ep(&e["remote"])).is_some_and(|r| r.ends_with(&format!(":{port}")))
         })
         .take(20)
         .map(|e| e.to_string())

@@ -1,7 +1,6 @@
 //! Socket owners from /proc: one pass over every /proc/PID/fd, readlink of
 //! each entry, a hash map from socket inode to the lowest PID holding it.
-//! Only run for -o/-b. The live table replaces this with owners captured in
-//! the kernel by implementing `OwnerLookup` itself.
+//! Only run for -o/-b (and JSON); the live table asks it once, for its seed.
 use std::{
     collections::{HashMap, HashSet},
     ffi::{CStr, CString},
@@ -9,28 +8,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::model::{Connection, ProcOwner};
-
-/// Something that can say who owns the sockets of a snapshot.
-pub trait OwnerLookup {
-    /// Fill `owner` of every connection it knows; `with_exe` asks for
-    /// /proc/PID/exe too (-b).
-    fn fill(&mut self, conns: &mut [Connection], with_exe: bool);
-}
+use crate::model::{Comm, Connection, Owner, OwnerSource};
 
 /// The /proc/*/fd scan.
 pub struct ProcFdScan {
     pub proc_root: PathBuf,
 }
 
-impl OwnerLookup for ProcFdScan {
-    fn fill(&mut self, conns: &mut [Connection], with_exe: bool) {
+impl ProcFdScan {
+    /// Fill `owner` of every connection some process holds; `with_exe`
+    /// reads /proc/PID/exe too (-b, JSON).
+    pub fn fill(&self, conns: &mut [Connection], with_exe: bool) {
         let wanted: HashSet<u64> = conns.iter().map(|c| c.inode).filter(|&i| i != 0).collect();
         if wanted.is_empty() {
             return;
         }
         let by_inode = scan(&self.proc_root, &wanted);
-        let mut owners: HashMap<u32, ProcOwner> = HashMap::new();
+        let mut owners: HashMap<u32, Owner> = HashMap::new();
         for c in conns.iter_mut() {
             let Some(&pid) = by_inode.get(&c.inode) else { continue };
             let o = owners.entry(pid).or_insert_with(|| process(&self.proc_root, pid, with_exe));
@@ -39,19 +33,36 @@ impl OwnerLookup for ProcFdScan {
     }
 }
 
-/// pid → comm (and exe) of one process.
-pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> ProcOwner {
+/// pid → comm, start time (and exe) of one process, as /proc shows it.
+pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> Owner {
     let dir = proc_root.join(pid.to_string());
     let mut comm = std::fs::read(dir.join("comm")).unwrap_or_default();
     if comm.last() == Some(&b'\n') {
         comm.pop();
     }
-    let exe = if with_exe {
-        std::fs::read_link(dir.join("exe")).ok().filter(|p| !p.as_os_str().is_empty())
-    } else {
-        None
-    };
-    ProcOwner { pid, comm, exe }
+    let mut o = Owner::new(pid, Comm::new(&comm), OwnerSource::Proc);
+    o.pid_start = std::fs::read(dir.join("stat")).ok().and_then(|s| start_time(&s));
+    if with_exe {
+        o.exe = exe(proc_root, pid);
+    }
+    o
+}
+
+/// Field 22 of /proc/PID/stat (starttime, clock ticks after boot). The
+/// comm before it is in parentheses and may hold ')' and spaces itself: the
+/// fields start after the last ')'.
+fn start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// /proc/PID/exe, when it can be read.
+pub fn exe(proc_root: &Path, pid: u32) -> Option<std::sync::Arc<Path>> {
+    std::fs::read_link(proc_root.join(pid.to_string()).join("exe"))
+        .ok()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| std::sync::Arc::from(p.as_path()))
 }
 
 /// inode → lowest PID with an fd on it, for the inodes in `wanted`.
@@ -195,6 +206,13 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
+    fn start_time_survives_a_hostile_comm() {
+        let stat = b"42 (a) b) (c) S 1 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 100 200";
+        assert_eq!(start_time(stat), Some(987654));
+        assert_eq!(start_time(b"42 (x"), None);
+    }
+
+    #[test]
     fn socket_links() {
         assert_eq!(socket_inode(b"socket:[12345]"), Some(12345));
         assert_eq!(socket_inode(b"pipe:[12345]"), None);
@@ -239,5 +257,10 @@ mod tests {
         assert_eq!(m.get(&st.st_ino), Some(&std::process::id()));
         let o = process(Path::new("/proc"), std::process::id(), true);
         assert!(o.exe.is_some());
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(o.comm.as_bytes(), comm.trim_end().as_bytes());
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+        assert_eq!(o.pid_start, Some(start));
     }
 }

@@ -1,8 +1,10 @@
 //! Raw command-line flags (clap derive) and their validation into `Config`.
 //! Owns the option set and its error messages; knows nothing of sockets.
+pub mod config;
+
 use clap::Parser;
 
-use crate::config::{Config, Family, Mode, ProtoFilter, StatsProto};
+use self::config::{Config, Family, Mode, ProtoFilter, StatsProto};
 
 /// Exit code for bad input.
 pub const EXIT_USAGE: u8 = 2;
@@ -77,13 +79,13 @@ pub struct Cli {
     #[arg(long = "backend", value_name = "BACKEND", default_value = "auto")]
     pub backend: String,
     /// Ring buffer size in bytes (power of two, at least one page)
-    #[arg(long = "ring-size", value_name = "BYTES", default_value_t = crate::config::DEFAULT_RING_SIZE)]
+    #[arg(long = "ring-size", value_name = "BYTES", default_value_t = self::config::DEFAULT_RING_SIZE)]
     pub ring_size: u32,
     /// Capacity of the kernel's socket-owner map
-    #[arg(long = "owner-map-size", value_name = "N", default_value_t = crate::config::DEFAULT_OWNER_MAP_SIZE)]
+    #[arg(long = "owner-map-size", value_name = "N", default_value_t = self::config::DEFAULT_OWNER_MAP_SIZE)]
     pub owner_map_size: u32,
     /// Cap on rows held by the live connection table
-    #[arg(long = "max-rows", value_name = "N", default_value_t = crate::config::DEFAULT_MAX_ROWS)]
+    #[arg(long = "max-rows", value_name = "N", default_value_t = self::config::DEFAULT_MAX_ROWS)]
     pub max_rows: usize,
     /// With --stream: exit with status 3 if any kernel event was lost
     #[arg(long = "fail-on-loss")]
@@ -172,10 +174,10 @@ impl Cli {
         };
         let family = proto.narrow_family(family);
         let backend = match self.backend.to_ascii_lowercase().as_str() {
-            "auto" => crate::config::Backend::Auto,
-            "tracepoint" => crate::config::Backend::Tracepoint,
-            "fentry" => crate::config::Backend::Fentry,
-            "kprobe" => crate::config::Backend::Kprobe,
+            "auto" => self::config::Backend::Auto,
+            "tracepoint" => self::config::Backend::Tracepoint,
+            "fentry" => self::config::Backend::Fentry,
+            "kprobe" => self::config::Backend::Kprobe,
             other => {
                 return Err(UsageError(format!(
                     "invalid --backend '{}': expected auto, tracepoint, fentry or kprobe",

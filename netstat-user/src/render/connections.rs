@@ -6,14 +6,12 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use serde::Serialize;
-
-use super::cell;
+use super::{cell, json};
 use crate::{
-    config::Config,
+    cli::config::Config,
     escape::{escape, escape_bytes},
     model::{Connection, Proto, tcp_state_name},
-    resolve::Resolver,
+    sources::resolve::Resolver,
 };
 
 const NO_OWNER: &str = " Can not obtain ownership information";
@@ -133,7 +131,7 @@ fn executable(c: &Connection, verbose: bool) -> Option<String> {
     match &o.exe {
         Some(p) if verbose => Some(escape_bytes(p.as_os_str().as_encoded_bytes())),
         Some(p) => p.file_name().map(|f| escape_bytes(f.as_encoded_bytes())),
-        None if !o.comm.is_empty() => Some(escape_bytes(&o.comm)),
+        None if !o.comm.is_empty() => Some(escape_bytes(o.comm.as_bytes())),
         None => None,
     }
 }
@@ -171,64 +169,37 @@ fn host_name(ip: IpAddr, r: &Resolver, full: bool) -> Option<String> {
     Some(escape(name).into_owned())
 }
 
-#[derive(Serialize)]
-struct JsonConn {
-    proto: Proto,
-    family: &'static str,
-    local_address: IpAddr,
-    local_port: u16,
-    foreign_address: IpAddr,
-    foreign_port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    local_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    foreign_name: Option<String>,
-    state: Option<&'static str>,
-    inode: u64,
-    uid: u32,
-    pid: Option<u32>,
-    process: Option<String>,
-    executable: Option<String>,
-    offload_state: &'static str,
+/// The resolved names of a row's ends, as the text table prints them.
+fn names_of(c: &Connection, cfg: &Config, names: Option<&Resolver>) -> (Option<String>, Option<String>) {
+    let Some(r) = names else { return (None, None) };
+    let local = endpoint(c.local, c.proto, Some(r), false, cfg.fqdn);
+    let remote = (!c.is_unconnected_udp()).then(|| endpoint(c.remote, c.proto, Some(r), true, cfg.fqdn));
+    (Some(local), remote)
 }
 
-fn json_rows(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) -> Vec<JsonConn> {
-    rows.iter()
-        .map(|c| {
-            let name = |a: SocketAddr, foreign: bool| names.map(|r| endpoint(a, c.proto, Some(r), foreign, cfg.fqdn));
-            JsonConn {
-                proto: c.proto,
-                family: if c.ipv6 { "IPv6" } else { "IPv4" },
-                local_address: c.local.ip(),
-                local_port: c.local.port(),
-                foreign_address: c.remote.ip(),
-                foreign_port: c.remote.port(),
-                local_name: name(c.local, false),
-                foreign_name: if c.is_unconnected_udp() { None } else { name(c.remote, true) },
-                state: c.state.map(tcp_state_name),
-                inode: c.inode,
-                uid: c.uid,
-                pid: c.owner.as_ref().map(|o| o.pid),
-                process: c.owner.as_ref().map(|o| String::from_utf8_lossy(&o.comm).into_owned()),
-                executable: c.owner.as_ref().and_then(|o| o.exe.as_ref()).map(|p| p.to_string_lossy().into_owned()),
-                offload_state: offload_state(c),
-            }
-        })
-        .collect()
+/// One connection row as JSON (schema `connection`).
+pub fn json_row(buf: &mut Vec<u8>, c: &Connection, cfg: &Config, names: Option<&Resolver>) {
+    let (l, r) = names_of(c, cfg, names);
+    json::connection(buf, c, json::Names { local: l.as_deref(), remote: r.as_deref() });
 }
 
-/// `{"connections": [...]}` as a value (for callers that add fields).
-pub fn json_value(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>) -> serde_json::Value {
-    serde_json::json!({ "connections": json_rows(rows, cfg, names) })
-}
-
-#[derive(Serialize)]
-struct JsonDoc {
-    connections: Vec<JsonConn>,
+/// One closed row as JSON (schema `closed_connection`).
+pub fn json_closed(
+    buf: &mut Vec<u8>,
+    c: &crate::model::ClosedConnection,
+    cfg: &Config,
+    names: Option<&Resolver>,
+    clock_offset_ns: i128,
+) {
+    let (l, r) = names_of(&c.conn, cfg, names);
+    json::closed(buf, c, json::Names { local: l.as_deref(), remote: r.as_deref() }, clock_offset_ns);
 }
 
 fn write_json(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
-    // Straight to the writer: no intermediate `Value` tree for 100k rows.
-    serde_json::to_writer(&mut *w, &JsonDoc { connections: json_rows(rows, cfg, names) })?;
-    writeln!(w)
+    let mut buf = Vec::with_capacity(256 * rows.len().min(4096) + 64);
+    let mut o = json::Obj::document(&mut buf);
+    json::array(&mut o, "connections", rows, |b, c| json_row(b, c, cfg, names));
+    o.end();
+    buf.push(b'\n');
+    w.write_all(&buf)
 }

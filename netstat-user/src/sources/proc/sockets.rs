@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{ProcError, hex_word, read_to_string};
-use crate::model::{Connection, Proto};
+use crate::model::{Connection, Proto, SockId};
 
 /// Read one table, e.g. (`tcp6`, Tcp, true). A missing file (IPv6 disabled)
 /// is an empty table.
@@ -40,8 +40,10 @@ fn parse_line(line: &str, proto: Proto, ipv6: bool) -> Option<Connection> {
         local,
         remote,
         state: (proto == Proto::Tcp).then_some(st),
+        // /proc/net has no socket cookie.
+        id: SockId::default(),
         inode,
-        uid,
+        uid: Some(uid),
         offloaded: false,
         owner: None,
     })
@@ -83,7 +85,7 @@ mod tests {
         assert_eq!(c[0].state, Some(10));
         assert_eq!(c[0].inode, 12345);
         assert_eq!(c[1].remote, "127.0.0.1:54321".parse().unwrap());
-        assert_eq!(c[1].uid, 1000);
+        assert_eq!(c[1].uid, Some(1000));
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Snapshot displays: connections (-a -n -o -b -f -t -p), routes (-r),
 //! statistics (-s), interfaces (-e), once or every INTERVAL until Ctrl+C.
-//! The live table plugs in by implementing `ConnectionSource` and calling
-//! `run_with`; everything below (filtering, names, printers) stays the same.
 use std::{
     io::{BufWriter, Write},
     path::Path,
@@ -12,55 +10,33 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    config::{Config, Mode},
-    info,
+    cli::config::{Config, Mode},
     model::{Connection, Proto},
-    netlink::DumpSpec,
-    output,
-    owners::{OwnerLookup, ProcFdScan},
-    resolve::Resolver,
-    snapshot,
+    render::{self, json},
+    sources::{info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
 };
 
-/// Where a display's connections come from.
-pub trait ConnectionSource {
-    /// The sockets to show, owners filled when -o/-b ask for them.
-    fn connections(&mut self, cfg: &Config) -> anyhow::Result<Vec<Connection>>;
-}
-
-/// A kernel snapshot, owners from a /proc/*/fd scan.
-pub struct SnapshotSource {
-    pub owners: Box<dyn OwnerLookup>,
-}
-
-impl SnapshotSource {
-    pub fn new(cfg: &Config) -> SnapshotSource {
-        SnapshotSource { owners: Box::new(ProcFdScan { proc_root: cfg.proc_root.clone() }) }
+/// The sockets a display shows, owners filled when -o/-b/--json ask for them.
+pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
+    let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
+    let ns = super::live::netns_inode(&cfg.proc_root);
+    for c in &mut conns {
+        c.id.netns = ns;
     }
-}
-
-impl ConnectionSource for SnapshotSource {
-    fn connections(&mut self, cfg: &Config) -> anyhow::Result<Vec<Connection>> {
-        let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
-        if cfg.owner || cfg.executable || cfg.json {
-            // Only rows that will be shown need an owner.
-            conns.retain(|c| output::connections::wanted(c, cfg));
-            self.owners.fill(&mut conns, cfg.executable || cfg.json);
-        }
-        Ok(conns)
+    if cfg.owner || cfg.executable || cfg.json {
+        // Only rows that will be shown need an owner.
+        conns.retain(|c| render::connections::wanted(c, cfg));
+        ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut conns, cfg.executable || cfg.json);
     }
-}
-
-pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
-    run_with(cfg, &mut SnapshotSource::new(cfg))
+    Ok(conns)
 }
 
 /// Display once, or every INTERVAL seconds until interrupted.
-pub fn run_with(cfg: &Config, source: &mut dyn ConnectionSource) -> anyhow::Result<ExitCode> {
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let names = (!cfg.numeric).then(|| Resolver::new(Path::new("/etc")));
     loop {
         let mut out = BufWriter::new(std::io::stdout().lock());
-        render(cfg, source, names.as_ref(), &mut out)?;
+        render(cfg, names.as_ref(), &mut out)?;
         out.flush()?;
         drop(out);
         match cfg.interval {
@@ -71,33 +47,46 @@ pub fn run_with(cfg: &Config, source: &mut dyn ConnectionSource) -> anyhow::Resu
 }
 
 /// One display of whatever `cfg.mode` asks for.
-pub fn render(
-    cfg: &Config,
-    source: &mut dyn ConnectionSource,
-    names: Option<&Resolver>,
-    w: &mut impl Write,
-) -> anyhow::Result<()> {
+pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> anyhow::Result<()> {
     match cfg.mode {
         Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, w),
         _ => {
-            let conns = source.connections(cfg)?;
-            output::connections::write(&conns, cfg, names, w)?;
+            let conns = connections(cfg)?;
+            render::connections::write(&conns, cfg, names, w)?;
             Ok(())
         }
     }
 }
 
-/// The one JSON document of an -e/-r/-s display; absent parts are left out.
-#[derive(serde::Serialize, Default)]
+/// The parts of an -e/-r/-s JSON document; absent parts are left out.
+#[derive(Default)]
 struct InfoJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     interface_statistics: Option<info::InterfaceReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    interfaces: Option<Vec<crate::proc::links::Link>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    interfaces: Option<Vec<crate::sources::proc::links::Link>>,
     routes: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    statistics: Option<output::info::StatisticsJson<'a>>,
+    statistics: Option<render::info::StatisticsJson<'a>>,
+}
+
+impl InfoJson<'_> {
+    fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut o = json::Obj::document(&mut buf);
+        if let Some(v) = &self.interface_statistics {
+            o.serde("interface_statistics", v);
+        }
+        if let Some(v) = &self.interfaces {
+            o.serde("interfaces", v);
+        }
+        if let Some(v) = &self.routes {
+            o.serde("routes", v);
+        }
+        if let Some(v) = &self.statistics {
+            o.serde("statistics", v);
+        }
+        o.end();
+        buf.push(b'\n');
+        w.write_all(&buf)
+    }
 }
 
 fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
@@ -108,7 +97,7 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
         if cfg.json {
             json.interface_statistics = Some(r);
         } else {
-            output::info::write_interfaces(&r, w)?;
+            render::info::write_interfaces(&r, w)?;
         }
     }
     if route {
@@ -127,7 +116,7 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
             if ethernet {
                 writeln!(w)?;
             }
-            output::info::write_routes(&r, cfg.family, w)?;
+            render::info::write_routes(&r, cfg.family, w)?;
         }
     }
     let sections;
@@ -140,14 +129,13 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
         .context("reading sockets")?;
         sections = info::statistics(&counters, info::current_connections(&tcp), cfg);
         if cfg.json {
-            json.statistics = Some(output::info::StatisticsJson(&sections));
+            json.statistics = Some(render::info::StatisticsJson(&sections));
         } else {
-            output::info::write_statistics(&sections, w)?;
+            render::info::write_statistics(&sections, w)?;
         }
     }
     if cfg.json {
-        serde_json::to_writer(&mut *w, &json)?;
-        writeln!(w)?;
+        json.write(w)?;
     }
     Ok(())
 }
@@ -155,20 +143,15 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{cli::Cli, model::ProcOwner};
+    use crate::{
+        cli::Cli,
+        model::{Comm, Owner, OwnerSource, SockId},
+    };
 
-    /// What the live table will do: hand over connections whose owners were
-    /// captured in the kernel; the display prints them unchanged.
-    struct Captured(Vec<Connection>);
-
-    impl ConnectionSource for Captured {
-        fn connections(&mut self, _cfg: &Config) -> anyhow::Result<Vec<Connection>> {
-            Ok(self.0.clone())
-        }
-    }
-
+    /// Connections whose owners came from anywhere (the live table hands
+    /// over kernel-captured ones) print the same way; names are escaped.
     #[test]
-    fn another_source_plugs_into_the_same_display() {
+    fn a_captured_owner_prints_like_a_snapshot_one() {
         let cfg = Cli::parse_args(["netstat", "-anob"]).unwrap().unwrap().into_config().unwrap();
         let conn = Connection {
             proto: Proto::Tcp,
@@ -176,13 +159,14 @@ mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
             remote: "127.0.0.1:50000".parse().unwrap(),
             state: Some(netstat_common::tcp_state::ESTABLISHED),
+            id: SockId { netns: 1, cookie: 2 },
             inode: 0,
-            uid: 0,
+            uid: Some(0),
             offloaded: false,
-            owner: Some(ProcOwner { pid: 4242, comm: b"server\x1b".to_vec(), exe: None }),
+            owner: Some(Owner::new(4242, Comm::new(b"server\x1b"), OwnerSource::Captured)),
         };
         let mut out = Vec::new();
-        render(&cfg, &mut Captured(vec![conn]), None, &mut out).unwrap();
+        render::connections::write(&[conn], &cfg, None, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "\nActive Connections\n\n  Proto  Local Address          Foreign Address        State           PID\n  \

@@ -8,7 +8,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use crate::model::{Connection, Proto};
+use crate::model::{Connection, Proto, SockId};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const TCPDIAG_GETSOCK: u16 = 18;
@@ -198,6 +198,9 @@ pub fn parse_diag_msg(b: &[u8], spec: DumpSpec) -> Option<Connection> {
         let d: [u8; 4] = b[24..28].try_into().unwrap();
         (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
     };
+    // idiag_cookie: two u32 halves, low first (sock_diag_save_cookie).
+    let lo = u32::from_ne_bytes(b[44..48].try_into().unwrap()) as u64;
+    let hi = u32::from_ne_bytes(b[48..52].try_into().unwrap()) as u64;
     let uid = u32::from_ne_bytes(b[64..68].try_into().unwrap());
     let inode = u32::from_ne_bytes(b[68..72].try_into().unwrap());
     let offloaded = spec.ulp && attrs(&b[DIAG_MSG_LEN..]).any(|(ty, v)| ty == INET_DIAG_ULP_INFO && tls_offloaded(v));
@@ -207,8 +210,10 @@ pub fn parse_diag_msg(b: &[u8], spec: DumpSpec) -> Option<Connection> {
         local: SocketAddr::new(src, sport),
         remote: SocketAddr::new(dst, dport),
         state: (spec.proto == Proto::Tcp).then_some(state),
+        // The namespace is the reader's; the caller knows which it is.
+        id: SockId { netns: 0, cookie: hi << 32 | lo },
         inode: inode as u64,
-        uid,
+        uid: Some(uid),
         offloaded,
         owner: None,
     })

@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    config::{Config, StatsProto},
+    cli::config::{Config, StatsProto},
     model::{Connection, Proto},
-    proc::{
+    sources::proc::{
         ProcError,
         dev::{self, DevCounters},
         links::{self, Link},

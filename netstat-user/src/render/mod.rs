@@ -1,8 +1,13 @@
-//! Printers: netstat's text layout and JSON, always into an `impl Write`.
-//! They take finished data (connections with owners, reports) and never
-//! read the system themselves, apart from name lookups through `Resolver`.
+//! Printers: netstat's text layouts and the one JSON encoder, always into
+//! an `impl Write`. They take finished data (the connection model, reports)
+//! and never read the system themselves, apart from name lookups through
+//! `Resolver`.
+pub mod closed;
 pub mod connections;
 pub mod info;
+pub mod json;
+pub mod probe;
+pub mod stream;
 
 /// A left-aligned cell of `width`, or the text and one space when it is
 /// wider, so columns never run together.

@@ -6,10 +6,10 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use super::{cell, rcell};
 use crate::{
-    config::Family,
+    cli::config::Family,
     escape::escape,
-    info::{InterfaceReport, RouteReport, Rows, Section},
-    proc::dev::DevCounters,
+    sources::info::{InterfaceReport, RouteReport, Rows, Section},
+    sources::proc::dev::DevCounters,
 };
 
 const RULE: &str = "===========================================================================";

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use crate::{
-    config::Config,
+    cli::config::Config,
     model::{Connection, Proto},
-    netlink::{self, DumpSpec},
-    proc::{ProcError, sockets},
+    sources::netlink::{self, DumpSpec},
+    sources::proc::{ProcError, sockets},
 };
 
 /// Which tables a display needs.
@@ -27,6 +27,12 @@ pub fn specs_for(cfg: &Config) -> Vec<DumpSpec> {
 /// The sockets `cfg` selects by protocol and family (not yet by -a).
 pub fn snapshot(cfg: &Config) -> Result<Vec<Connection>, ProcError> {
     snapshot_tables(&cfg.proc_root, &specs_for(cfg))
+}
+
+/// Like `snapshot`, from sock_diag only: the live table needs socket
+/// cookies to match kernel events with, and /proc/net has none.
+pub fn with_cookies(cfg: &Config) -> Result<Vec<Connection>, netlink::DiagError> {
+    netlink::dump(&specs_for(cfg))
 }
 
 pub fn snapshot_tables(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Connection>, ProcError> {
@@ -89,5 +95,49 @@ mod tests {
             let b = pr.iter().find(|x| x.local == addr).unwrap_or_else(|| panic!("{addr} not in /proc/net"));
             assert_eq!((a.proto, a.ipv6, a.remote, a.state, a.inode, a.uid), (b.proto, b.ipv6, b.remote, b.state, b.inode, b.uid));
         }
+    }
+
+    fn so_cookie(fd: std::os::fd::RawFd) -> u64 {
+        let mut v: u64 = 0;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE, (&mut v as *mut u64).cast(), &mut len) };
+        assert_eq!(r, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+        v
+    }
+
+    /// sock_diag's cookie is the socket's own (the kernel's SO_COOKIE says
+    /// so), distinct per socket: the identity the live table keys by.
+    #[test]
+    fn netlink_cookies_are_the_sockets_own() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let specs: Vec<DumpSpec> = [(Proto::Tcp, false), (Proto::Udp, true)]
+            .into_iter()
+            .map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false })
+            .collect();
+        let nl = netlink::dump(&specs).unwrap();
+        let find = |local: std::net::SocketAddr, remote: Option<std::net::SocketAddr>| {
+            nl.iter()
+                .find(|x| x.local == local && remote.is_none_or(|r| x.remote == r))
+                .unwrap_or_else(|| panic!("{local} not in the dump"))
+                .id
+                .cookie
+        };
+        let want = [
+            (find(l.local_addr().unwrap(), Some("0.0.0.0:0".parse().unwrap())), so_cookie(l.as_raw_fd())),
+            (find(c.local_addr().unwrap(), None), so_cookie(c.as_raw_fd())),
+            (find(s.local_addr().unwrap(), Some(s.peer_addr().unwrap())), so_cookie(s.as_raw_fd())),
+            (find(u.local_addr().unwrap(), None), so_cookie(u.as_raw_fd())),
+        ];
+        for (got, expect) in want {
+            assert_ne!(expect, 0);
+            assert_eq!(got, expect);
+        }
+        let mut distinct: Vec<u64> = want.iter().map(|w| w.1).collect();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4);
     }
 }

@@ -1,0 +1,178 @@
+//! Kernel events in the connection model's terms. The one place that
+//! decodes the kernel's record: addresses, what counts as UDP, where the
+//! owner came from. The table and every printer read `SockEvent`, never
+//! `netstat_common::Event`.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use netstat_common::{AF_INET, Event, IPPROTO_UDP, flags, kind, tcp_state};
+
+use super::{Comm, Owner, OwnerSource, Proto, SockId};
+
+/// What happened to the socket (the schema's `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    TcpState { old: u32, new: u32 },
+    Accept,
+    /// `implicit`: done by a first send or connect on an unbound socket.
+    UdpBind { implicit: bool },
+    UdpConnect,
+    UdpClose,
+    /// A kind this build does not know (newer kernel object).
+    Unknown(u32),
+}
+
+impl Change {
+    pub fn key(self) -> &'static str {
+        match self {
+            Change::TcpState { .. } => "tcp_state",
+            Change::Accept => "tcp_accept",
+            Change::UdpBind { .. } => "udp_bind",
+            Change::UdpConnect => "udp_connect",
+            Change::UdpClose => "udp_close",
+            Change::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The kernel's UDP event kinds name UDP whatever `protocol` says.
+    fn is_udp(self) -> bool {
+        matches!(self, Change::UdpBind { .. } | Change::UdpConnect | Change::UdpClose)
+    }
+}
+
+/// A TCP connection's totals on its last transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Since the kernel first saw the socket (None when it could not tell).
+    pub duration_ns: Option<u64>,
+    /// `tcp_sock.bytes_acked` (sequence space: SYN and FIN count one each).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// One kernel event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockEvent {
+    /// CLOCK_MONOTONIC ns (the kernel's time of the event).
+    pub ts_ns: u64,
+    pub change: Change,
+    pub proto: Proto,
+    pub ipv6: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub id: SockId,
+    /// The owner's uid, when there is an owner.
+    pub uid: Option<u32>,
+    pub owner: Option<Owner>,
+    pub lifetime: Option<Lifetime>,
+}
+
+fn ip(ipv6: bool, a: &[u8; 16]) -> IpAddr {
+    if ipv6 { IpAddr::V6(Ipv6Addr::from(*a)) } else { IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])) }
+}
+
+fn change_of(e: &Event) -> Change {
+    match e.kind {
+        kind::TCP_STATE => Change::TcpState { old: e.old_state, new: e.new_state },
+        kind::TCP_ACCEPT => Change::Accept,
+        kind::UDP_BIND => Change::UdpBind { implicit: e.flags & flags::IMPLICIT_BIND != 0 },
+        kind::UDP_CONNECT => Change::UdpConnect,
+        kind::UDP_CLOSE => Change::UdpClose,
+        k => Change::Unknown(k),
+    }
+}
+
+fn owner_source(f: u32) -> Option<OwnerSource> {
+    match f & flags::OWNER_MASK {
+        flags::OWNER_CAPTURED => Some(OwnerSource::Captured),
+        flags::OWNER_CURRENT => Some(OwnerSource::Current),
+        flags::OWNER_LISTENER => Some(OwnerSource::Listener),
+        _ => None,
+    }
+}
+
+impl SockEvent {
+    pub fn decode(e: &Event) -> SockEvent {
+        let change = change_of(e);
+        let ipv6 = e.family != AF_INET;
+        let owner = owner_source(e.flags).map(|source| Owner {
+            pid: e.tgid,
+            tid: Some(e.pid),
+            comm: Comm::new(&e.comm),
+            pid_start: None,
+            exe: None,
+            source,
+        });
+        let lifetime = (e.flags & flags::HAS_LIFETIME != 0).then_some(Lifetime {
+            duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
+            bytes_sent: e.bytes_acked,
+            bytes_received: e.bytes_received,
+        });
+        SockEvent {
+            ts_ns: e.ts_ns,
+            change,
+            proto: if e.protocol == IPPROTO_UDP || change.is_udp() { Proto::Udp } else { Proto::Tcp },
+            ipv6,
+            local: SocketAddr::new(ip(ipv6, &e.saddr), e.sport),
+            remote: SocketAddr::new(ip(ipv6, &e.daddr), e.dport),
+            id: SockId { netns: e.netns, cookie: e.cookie },
+            uid: owner.as_ref().map(|_| e.uid),
+            owner,
+            lifetime,
+        }
+    }
+
+    /// The TCP state after the event (None for UDP and accepts).
+    pub fn new_state(&self) -> Option<u32> {
+        match self.change {
+            Change::TcpState { new, .. } => Some(new),
+            _ => None,
+        }
+    }
+
+    /// A transition into CLOSE from FIN_WAIT_2 or CLOSING: the kernel swaps
+    /// in a TIME_WAIT socket (same cookie) that netstat lists.
+    pub fn ends_in_time_wait(&self) -> bool {
+        matches!(self.change, Change::TcpState { old: tcp_state::FIN_WAIT2 | tcp_state::CLOSING, new: tcp_state::CLOSE })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_addresses_owner_and_proto() {
+        let mut e = Event::zeroed();
+        e.kind = kind::UDP_BIND;
+        e.flags = flags::OWNER_CURRENT | flags::IMPLICIT_BIND;
+        e.family = AF_INET;
+        e.protocol = 0;
+        e.sport = 53;
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.tgid = 10;
+        e.pid = 11;
+        e.uid = 1000;
+        e.netns = 7;
+        e.cookie = 99;
+        e.comm[..3].copy_from_slice(b"dig");
+        let s = SockEvent::decode(&e);
+        assert_eq!(s.proto, Proto::Udp);
+        assert_eq!(s.change, Change::UdpBind { implicit: true });
+        assert_eq!(s.local, "127.0.0.1:53".parse().unwrap());
+        assert_eq!(s.id, SockId { netns: 7, cookie: 99 });
+        let o = s.owner.unwrap();
+        assert_eq!((o.pid, o.tid, o.comm.as_bytes(), o.source), (10, Some(11), &b"dig"[..], OwnerSource::Current));
+        assert_eq!(s.uid, Some(1000));
+    }
+
+    #[test]
+    fn an_unowned_event_has_no_uid() {
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_STATE;
+        e.family = netstat_common::AF_INET6;
+        e.uid = 5;
+        let s = SockEvent::decode(&e);
+        assert!(s.owner.is_none() && s.uid.is_none());
+        assert!(s.ipv6 && s.proto == Proto::Tcp);
+    }
+}

@@ -1,0 +1,239 @@
+//! The one connection model: every source fills it (sock_diag snapshot, the
+//! /proc fallback, the owner scan, kernel events through `event`, the live
+//! table) and every printer reads it (text layouts and the JSON encoder).
+//! Plain data and the rules that name things; no I/O, no formats.
+pub mod event;
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use netstat_common::{COMM_LEN, tcp_state};
+
+pub use event::{Change, Lifetime, SockEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// netstat's column text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        }
+    }
+
+    /// The schema's `proto` value.
+    pub fn key(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// The schema's `family` value for a socket of that family.
+pub fn family_key(ipv6: bool) -> &'static str {
+    if ipv6 { "ipv6" } else { "ipv4" }
+}
+
+/// A socket's identity for its whole life: its network namespace (inode of
+/// /proc/PID/ns/net) and the kernel's socket cookie (sock_diag's
+/// `idiag_cookie`, `bpf_get_socket_cookie`, `SO_COOKIE`). 0 = not known
+/// (the /proc/net fallback has no cookie; events from a kernel path that
+/// could not read it). The 4-tuple is not an identity: it repeats across
+/// namespaces and when a port is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SockId {
+    pub netns: u32,
+    pub cookie: u64,
+}
+
+/// Where an owner came from (the schema's `owner_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerSource {
+    /// The task on the CPU, acting on the socket in its own syscall.
+    Current,
+    /// Remembered in the kernel from the owner's own connect/listen/accept.
+    Captured,
+    /// An accepted socket before accept() returned: the listener's owner.
+    Listener,
+    /// Found in /proc/*/fd (snapshot, seed or reconcile).
+    Proc,
+}
+
+impl OwnerSource {
+    pub fn key(self) -> &'static str {
+        match self {
+            OwnerSource::Current => "current",
+            OwnerSource::Captured => "captured",
+            OwnerSource::Listener => "listener",
+            OwnerSource::Proc => "proc",
+        }
+    }
+}
+
+/// `owner_source` of a row or event that has no owner.
+pub const NO_OWNER_SOURCE: &str = "none";
+
+/// A process name as the kernel keeps it: at most 16 raw bytes, not
+/// necessarily UTF-8 (escape before printing). Fixed size, so an owner
+/// costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    bytes: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Comm {
+    /// From raw bytes, cut at the first NUL and at 16 bytes.
+    pub fn new(b: &[u8]) -> Comm {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(COMM_LEN);
+        let mut bytes = [0; COMM_LEN];
+        bytes[..end].copy_from_slice(&b[..end]);
+        Comm { bytes, len: end as u8 }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::escape::escape_bytes(self.as_bytes()))
+    }
+}
+
+/// The process that holds a socket (or acted on it, for an event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Thread-group id: the process.
+    pub pid: u32,
+    /// The acting thread, when an event names one.
+    pub tid: Option<u32>,
+    pub comm: Comm,
+    /// The process's start time in clock ticks after boot (/proc/PID/stat
+    /// field 22), so a reused PID is never taken for it.
+    pub pid_start: Option<u64>,
+    /// /proc/PID/exe, read while the process lived.
+    pub exe: Option<Arc<Path>>,
+    pub source: OwnerSource,
+}
+
+impl Owner {
+    pub fn new(pid: u32, comm: Comm, source: OwnerSource) -> Owner {
+        Owner { pid, tid: None, comm, pid_start: None, exe: None, source }
+    }
+}
+
+/// One socket as netstat lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub proto: Proto,
+    /// The socket's own address family; an IPv6 socket with IPv4-mapped
+    /// addresses is still IPv6, as in /proc/net/tcp6.
+    pub ipv6: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state number (`netstat_common::tcp_state`); None for UDP.
+    pub state: Option<u32>,
+    pub id: SockId,
+    /// Socket inode (0 for TIME_WAIT and request sockets).
+    pub inode: u64,
+    pub uid: Option<u32>,
+    /// Kernel TLS with device offload (TLS_CONF_HW or HW_RECORD) in either direction.
+    pub offloaded: bool,
+    pub owner: Option<Owner>,
+}
+
+impl Connection {
+    pub fn is_listener(&self) -> bool {
+        self.state == Some(tcp_state::LISTEN)
+    }
+
+    /// UDP with no peer: what netstat -a calls a UDP endpoint.
+    pub fn is_unconnected_udp(&self) -> bool {
+        self.proto == Proto::Udp && self.remote.ip().is_unspecified() && self.remote.port() == 0
+    }
+
+    /// Order netstat lists in: TCP then UDP, IPv4 then IPv6, by local then
+    /// foreign address.
+    pub fn sort_key(&self) -> impl Ord + use<> {
+        (self.proto, self.ipv6, self.local.ip(), self.local.port(), self.remote.ip(), self.remote.port(), self.inode)
+    }
+}
+
+/// A connection that opened and/or closed since the last display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedConnection {
+    /// As it was at its end: `state` is the final state, `owner` the process
+    /// that held it.
+    pub conn: Connection,
+    /// CLOCK_MONOTONIC ns when it opened, when known.
+    pub opened_ns: Option<u64>,
+    pub closed_ns: u64,
+    /// How long it lived, when the kernel could tell.
+    pub duration_ns: Option<u64>,
+}
+
+/// netstat's names for the kernel's TCP states.
+pub fn tcp_state_name(s: u32) -> &'static str {
+    use tcp_state::*;
+    match s {
+        ESTABLISHED => "ESTABLISHED",
+        SYN_SENT => "SYN_SENT",
+        SYN_RECV | NEW_SYN_RECV => "SYN_RECEIVED",
+        FIN_WAIT1 => "FIN_WAIT_1",
+        FIN_WAIT2 => "FIN_WAIT_2",
+        TIME_WAIT => "TIME_WAIT",
+        CLOSE => "CLOSED",
+        CLOSE_WAIT => "CLOSE_WAIT",
+        LAST_ACK => "LAST_ACK",
+        LISTEN => "LISTENING",
+        CLOSING => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_state_has_a_netstat_name() {
+        let names: Vec<_> = (1..=12).map(tcp_state_name).collect();
+        assert_eq!(
+            names,
+            [
+                "ESTABLISHED",
+                "SYN_SENT",
+                "SYN_RECEIVED",
+                "FIN_WAIT_1",
+                "FIN_WAIT_2",
+                "TIME_WAIT",
+                "CLOSED",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "LISTENING",
+                "CLOSING",
+                "SYN_RECEIVED"
+            ]
+        );
+        assert_eq!(tcp_state_name(0), "UNKNOWN");
+        assert_eq!(tcp_state_name(99), "UNKNOWN");
+    }
+
+    #[test]
+    fn comm_is_cut_at_nul_and_sixteen_bytes() {
+        assert_eq!(Comm::new(b"curl\0junk").as_bytes(), b"curl");
+        assert_eq!(Comm::new(b"a-very-long-process-name").as_bytes(), b"a-very-long-proc");
+        assert!(Comm::new(b"").is_empty());
+    }
+}

@@ -1,0 +1,234 @@
+//! Interval mode with the tracer (`netstat -ano 2`): the live table is
+//! seeded from a snapshot, kept current by kernel events between displays,
+//! and reconciled with a fresh snapshot at every display. Each display shows
+//! the table, then every connection that opened and/or closed since the last
+//! one, with the owner the kernel captured (right even when the process has
+//! exited). Owns the loop; the layouts are `render::{connections, closed}`.
+use std::{
+    collections::HashMap,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use super::signals::Stop;
+use crate::{
+    cli::config::Config,
+    model::{ClosedConnection, Connection, Owner, Proto, SockEvent},
+    render::{closed, connections, json},
+    sources::{
+        owners::{self, ProcFdScan},
+        resolve::Resolver,
+        snapshot,
+    },
+    table::Table,
+    timefmt::{monotonic_ns, realtime_offset_ns, rfc3339_nanos},
+    tracer::{Record, Tracer, TracerOptions, plan},
+};
+
+/// Inode of our network namespace: events from other namespaces are not ours.
+pub fn netns_inode(proc_root: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino() as u32).unwrap_or(0)
+}
+
+/// Executables of the processes seen, read while they are alive (for -b).
+#[derive(Default)]
+struct ExeCache {
+    proc_root: PathBuf,
+    by_pid: HashMap<u32, Option<Arc<Path>>>,
+}
+
+impl ExeCache {
+    const MAX: usize = 65_536;
+
+    fn note(&mut self, pid: u32) {
+        if pid == 0 || self.by_pid.contains_key(&pid) {
+            return;
+        }
+        if self.by_pid.len() >= Self::MAX {
+            self.by_pid.clear();
+        }
+        let exe = owners::exe(&self.proc_root, pid);
+        self.by_pid.insert(pid, exe);
+    }
+
+    /// `o` with the executable seen for its PID.
+    fn fill(&self, o: &mut Owner) {
+        if o.exe.is_none() {
+            o.exe = self.by_pid.get(&o.pid).cloned().flatten();
+        }
+    }
+}
+
+struct Live<'a> {
+    cfg: &'a Config,
+    table: Table,
+    exes: ExeCache,
+    names: Option<Resolver>,
+    clock: i128,
+}
+
+impl Live<'_> {
+    fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::Event(e) => {
+                let e = SockEvent::decode(e);
+                if self.cfg.executable
+                    && let Some(o) = &e.owner
+                {
+                    self.exes.note(o.pid);
+                }
+                self.table.apply(&e);
+            }
+            Record::Lost { count, reason } => self.table.note_lost(reason, *count, monotonic_ns()),
+            Record::Bad(_) => {}
+        }
+    }
+
+    fn wanted_closed(&self, c: &ClosedConnection) -> bool {
+        let proto = c.conn.proto;
+        let proto_ok = match proto {
+            Proto::Tcp => self.cfg.proto.tcp,
+            Proto::Udp => self.cfg.proto.udp,
+        };
+        let fam_ok = if c.conn.ipv6 { self.cfg.family.v6() } else { self.cfg.family.v4() };
+        proto_ok && fam_ok && (self.cfg.all || proto == Proto::Tcp)
+    }
+
+    fn render(&mut self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut conns: Vec<Connection> = self.table.live().cloned().collect();
+        let mut closed_rows: Vec<ClosedConnection> =
+            self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c)).collect();
+        closed_rows.sort_by_key(|c| c.closed_ns);
+        for o in conns.iter_mut().filter_map(|c| c.owner.as_mut()).chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())) {
+            self.exes.fill(o);
+        }
+        let names = self.names.as_ref();
+        if self.cfg.json {
+            let rows = connections::select(&conns, self.cfg);
+            if let Some(r) = names {
+                r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
+            }
+            let mut buf = Vec::with_capacity(4096);
+            let mut o = json::Obj::document(&mut buf);
+            o.str("time", &rfc3339_nanos(monotonic_ns() as i128 + self.clock));
+            json::array(&mut o, "connections", &rows, |b, c| connections::json_row(b, c, self.cfg, names));
+            json::array(&mut o, "closed", &closed_rows, |b, c| {
+                connections::json_closed(b, c, self.cfg, names, self.clock)
+            });
+            o.u64("lost_events", self.table.lost_events);
+            match self.table.lost_since_ns {
+                Some(t) => o.str("lost_since", &rfc3339_nanos(t as i128 + self.clock)),
+                None => o.null("lost_since"),
+            }
+            o.serde("lost_by_reason", &self.table.lost_by_reason);
+            o.u64("dropped_rows", self.table.dropped);
+            o.u64("row_cap", self.cfg.max_rows as u64);
+            o.end();
+            buf.push(b'\n');
+            w.write_all(&buf)?;
+            return w.flush();
+        }
+        connections::write(&conns, self.cfg, names, w)?;
+        closed::write(&closed_rows, self.cfg, names, w)?;
+        let t = &self.table;
+        let since = t.lost_since_ns.map(|n| rfc3339_nanos(n as i128 + self.clock));
+        closed::footer(t.lost_events, since.as_deref(), &t.lost_by_reason, t.dropped, self.cfg.max_rows, w)?;
+        w.flush()
+    }
+}
+
+/// Why tracing is not available, if it is not (cheap checks, no loading).
+pub fn tracing_unavailable(cfg: &Config) -> Option<String> {
+    if let Err(e) = crate::tracer::check_privileges() {
+        return Some(e.0);
+    }
+    let opts = TracerOptions::from_config(cfg);
+    if !opts.btf_path.exists() {
+        return Some(format!("no kernel BTF at {}", opts.btf_path.display()));
+    }
+    None
+}
+
+/// Interval mode with tracing. Falls back to snapshots (`display::run`) with
+/// one line on stderr when the tracer cannot start, or when sockets can only
+/// be read from /proc/net (no socket cookies there to match events with).
+pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    if let Err(e) = snapshot::with_cookies(cfg) {
+        eprintln!("netstat: tracing unavailable ({}); showing snapshots", crate::tracer::one_line(&e.to_string()));
+        return super::display::run(cfg);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tracer = {
+        let _g = rt.enter();
+        Tracer::start(&TracerOptions::from_config(cfg))
+    };
+    let mut tracer = match tracer {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("netstat: tracing unavailable ({}); showing snapshots", crate::tracer::one_line(&format!("{e:#}")));
+            return super::display::run(cfg);
+        }
+    };
+    for w in plan::warnings(&tracer.report) {
+        eprintln!("netstat: {w}");
+    }
+    rt.block_on(live_loop(cfg, &mut tracer))
+}
+
+async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode> {
+    let interval = Duration::from_secs(cfg.interval.unwrap_or(1));
+    let mut live = Live {
+        cfg,
+        table: Table::new(netns_inode(&cfg.proc_root), cfg.max_rows),
+        exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
+        names: (!cfg.numeric).then(|| Resolver::new(Path::new("/etc"))),
+        clock: realtime_offset_ns(),
+    };
+    let mut stop = Stop::install()?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut batch = Vec::with_capacity(4096);
+    let mut next = tokio::time::Instant::now();
+    let mut seeded = false;
+    loop {
+        // Reconcile: snapshot, then every event the kernel already reported,
+        // then the snapshot's verdict on rows no event touched since it began.
+        // Only the seed asks /proc for owners: after it, the kernel says.
+        let started = monotonic_ns();
+        let mut snap = snapshot::with_cookies(cfg).context("reading sockets")?;
+        if !seeded && (cfg.owner || cfg.executable) {
+            ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut snap, cfg.executable);
+            for o in snap.iter().filter_map(|c| c.owner.as_ref()) {
+                live.exes.by_pid.entry(o.pid).or_insert_with(|| o.exe.clone());
+            }
+        }
+        seeded = true;
+        loop {
+            let more = tracer.finish(&mut batch);
+            for rec in batch.drain(..) {
+                live.apply(&rec);
+            }
+            if !more {
+                break;
+            }
+        }
+        live.table.reconcile(snap, started);
+        live.render(&mut out)?;
+        next += interval;
+        loop {
+            tokio::select! {
+                _ = stop.recv() => return Ok(ExitCode::SUCCESS),
+                _ = tokio::time::sleep_until(next) => break,
+                r = tracer.next_batch(&mut batch) => r?,
+            }
+            for rec in batch.drain(..) {
+                live.apply(&rec);
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The one JSON encoder (schema version 1, `schema/netstat.schema.json`):
+//! every document and NDJSON line netstat writes goes through here, so the
+//! same field is spelled and escaped the same way in every mode. Writes
+//! into a byte buffer with no allocation per field: at half a million
+//! events a second the stream must stay far below the cost of the churn.
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use crate::{
+    escape::escape_bytes,
+    model::{ClosedConnection, Connection, NO_OWNER_SOURCE, Owner, SockEvent, SockId, family_key, tcp_state_name},
+    timefmt::rfc3339_nanos,
+};
+
+/// `"schema"` of every document and line. Adding an optional field keeps
+/// the version; renaming, removing or changing the meaning of one bumps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One JSON object being written.
+pub struct Obj<'a> {
+    buf: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    pub fn begin(buf: &'a mut Vec<u8>) -> Obj<'a> {
+        buf.push(b'{');
+        Obj { buf, first: true }
+    }
+
+    /// A document or line: `{"schema":1` first.
+    pub fn document(buf: &'a mut Vec<u8>) -> Obj<'a> {
+        let mut o = Obj::begin(buf);
+        o.u64("schema", SCHEMA_VERSION as u64);
+        o
+    }
+
+    pub fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        self.buf
+    }
+
+    /// A string this program made (names, states): JSON-escaped only.
+    pub fn str(&mut self, k: &str, s: &str) {
+        let b = self.key(k);
+        json_str(b, s.as_bytes());
+    }
+
+    /// An untrusted string (comm, paths, host names): the one escaping rule.
+    pub fn text(&mut self, k: &str, raw: &[u8]) {
+        let b = self.key(k);
+        untrusted(b, raw);
+    }
+
+    pub fn u64(&mut self, k: &str, n: u64) {
+        let b = self.key(k);
+        num(b, n);
+    }
+
+    pub fn opt_u64(&mut self, k: &str, n: Option<u64>) {
+        match n {
+            Some(n) => self.u64(k, n),
+            None => self.null(k),
+        }
+    }
+
+    pub fn bool(&mut self, k: &str, v: bool) {
+        self.key(k).extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    pub fn null(&mut self, k: &str) {
+        self.key(k).extend_from_slice(b"null");
+    }
+
+    /// A value serde writes (the -e/-r/-s reports, whose fields are ours).
+    pub fn serde(&mut self, k: &str, v: &impl Serialize) {
+        let b = self.key(k);
+        // Writing into a Vec cannot fail; a Serialize impl of ours that did
+        // would be a bug, shown as null rather than as broken JSON.
+        let mark = b.len();
+        if serde_json::to_writer(&mut *b, v).is_err() {
+            b.truncate(mark);
+            b.extend_from_slice(b"null");
+        }
+    }
+
+    pub fn end(self) {
+        self.buf.push(b'}');
+    }
+}
+
+/// JSON string of bytes that are already text of ours.
+fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.push(b'"');
+    for &b in s {
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                buf.extend_from_slice(b"\\u00");
+                buf.push(b"0123456789abcdef"[(b >> 4) as usize]);
+                buf.push(b"0123456789abcdef"[(b & 15) as usize]);
+            }
+            _ => buf.push(b),
+        }
+    }
+    buf.push(b'"');
+}
+
+/// Untrusted bytes: `escape::escape_bytes` (control characters and invalid
+/// UTF-8 as `\xNN`, as in the text output), then JSON string escaping.
+fn untrusted(buf: &mut Vec<u8>, raw: &[u8]) {
+    if raw.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\' && b != b'"') {
+        buf.push(b'"');
+        buf.extend_from_slice(raw);
+        buf.push(b'"');
+    } else {
+        json_str(buf, escape_bytes(raw).as_bytes());
+    }
+}
+
+fn num(buf: &mut Vec<u8>, n: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn ip_str(buf: &mut Vec<u8>, ip: IpAddr) {
+    buf.push(b'"');
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                num(buf, *o);
+            }
+        }
+        IpAddr::V6(a) => {
+            use std::io::Write;
+            let _ = write!(buf, "{a}");
+        }
+    }
+    buf.push(b'"');
+}
+
+/// `{"addr":"127.0.0.1","port":8080}`, with `"name"` when names were resolved.
+fn endpoint(o: &mut Obj, k: &str, a: SocketAddr, name: Option<&str>) {
+    let b = o.key(k);
+    b.extend_from_slice(b"{\"addr\":");
+    ip_str(b, a.ip());
+    b.extend_from_slice(b",\"port\":");
+    num(b, a.port());
+    if let Some(n) = name {
+        b.extend_from_slice(b",\"name\":");
+        untrusted(b, n.as_bytes());
+    }
+    b.push(b'}');
+}
+
+/// Formats timestamps, reusing the date and time up to the second.
+#[derive(Default)]
+pub struct Clock {
+    sec: i128,
+    prefix: String,
+}
+
+impl Clock {
+    fn write(&mut self, buf: &mut Vec<u8>, unix_ns: i128) {
+        let sec = unix_ns.div_euclid(1_000_000_000);
+        if sec != self.sec || self.prefix.is_empty() {
+            let full = rfc3339_nanos(sec * 1_000_000_000);
+            // "YYYY-MM-DDTHH:MM:SS." (keep up to and including the dot)
+            self.prefix = full[..full.len() - 10].to_string();
+            self.sec = sec;
+        }
+        buf.push(b'"');
+        buf.extend_from_slice(self.prefix.as_bytes());
+        let mut n = unix_ns.rem_euclid(1_000_000_000) as u32;
+        let mut digits = [b'0'; 9];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        buf.extend_from_slice(&digits);
+        buf.extend_from_slice(b"Z\"");
+    }
+
+    pub fn field(&mut self, o: &mut Obj, k: &str, unix_ns: i128) {
+        let b = o.key(k);
+        self.write(b, unix_ns);
+    }
+}
+
+/// Resolved names of a row's two ends (`name` in `local`/`remote`).
+#[derive(Default, Clone, Copy)]
+pub struct Names<'a> {
+    pub local: Option<&'a str>,
+    pub remote: Option<&'a str>,
+}
+
+/// The fields that say which socket: the same in rows and events.
+fn socket_fields(
+    o: &mut Obj,
+    proto: crate::model::Proto,
+    ipv6: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+    id: SockId,
+    names: Names,
+) {
+    o.str("proto", proto.key());
+    o.str("family", family_key(ipv6));
+    endpoint(o, "local", local, names.local);
+    endpoint(o, "remote", remote, names.remote);
+    o.opt_u64("netns", (id.netns != 0).then_some(id.netns as u64));
+    o.opt_u64("cookie", (id.cookie != 0).then_some(id.cookie));
+}
+
+/// The fields that say which process: the same in rows and events.
+fn owner_fields(o: &mut Obj, owner: Option<&Owner>, uid: Option<u32>) {
+    o.opt_u64("uid", uid.map(u64::from));
+    match owner {
+        Some(w) => {
+            o.u64("pid", w.pid as u64);
+            if let Some(t) = w.tid {
+                o.u64("tid", t as u64);
+            }
+            o.text("comm", w.comm.as_bytes());
+            if let Some(s) = w.pid_start {
+                o.u64("pid_start", s);
+            }
+            if let Some(p) = &w.exe {
+                o.text("exe", p.as_os_str().as_encoded_bytes());
+            }
+            o.str("owner_source", w.source.key());
+        }
+        None => {
+            o.null("pid");
+            o.null("comm");
+            o.str("owner_source", NO_OWNER_SOURCE);
+        }
+    }
+}
+
+fn connection_fields(o: &mut Obj, c: &Connection, names: Names) {
+    socket_fields(o, c.proto, c.ipv6, c.local, c.remote, c.id, names);
+    match c.state {
+        Some(s) => o.str("state", tcp_state_name(s)),
+        None => o.null("state"),
+    }
+    o.u64("inode", c.inode);
+    owner_fields(o, c.owner.as_ref(), c.uid);
+    o.bool("offloaded", c.offloaded);
+}
+
+/// One row of a connection table.
+pub fn connection(buf: &mut Vec<u8>, c: &Connection, names: Names) {
+    let mut o = Obj::begin(buf);
+    connection_fields(&mut o, c, names);
+    o.end();
+}
+
+/// One row of `closed` (a live display's connections that ended).
+/// `clock_offset_ns` turns CLOCK_MONOTONIC into wall-clock time.
+pub fn closed(buf: &mut Vec<u8>, c: &ClosedConnection, names: Names, clock_offset_ns: i128) {
+    let mut o = Obj::begin(buf);
+    connection_fields(&mut o, &c.conn, names);
+    match c.opened_ns {
+        Some(t) => o.str("opened", &rfc3339_nanos(t as i128 + clock_offset_ns)),
+        None => o.null("opened"),
+    }
+    o.str("closed", &rfc3339_nanos(c.closed_ns as i128 + clock_offset_ns));
+    o.opt_u64("duration_ns", c.duration_ns);
+    o.end();
+}
+
+/// One NDJSON line for a kernel event.
+pub fn event(buf: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128, clock: &mut Clock) {
+    let mut o = Obj::document(buf);
+    clock.field(&mut o, "time", e.ts_ns as i128 + clock_offset_ns);
+    o.str("type", e.change.key());
+    socket_fields(&mut o, e.proto, e.ipv6, e.local, e.remote, e.id, Names::default());
+    if let crate::model::Change::TcpState { old, new } = e.change {
+        o.str("old_state", tcp_state_name(old));
+        o.str("new_state", tcp_state_name(new));
+    }
+    owner_fields(&mut o, e.owner.as_ref(), e.uid);
+    if let crate::model::Change::UdpBind { implicit } = e.change {
+        o.bool("implicit", implicit);
+    }
+    if let Some(l) = e.lifetime {
+        o.opt_u64("duration_ns", l.duration_ns);
+        o.u64("bytes_sent", l.bytes_sent);
+        o.u64("bytes_received", l.bytes_received);
+    }
+    o.end();
+    buf.push(b'\n');
+}
+
+/// One NDJSON line for events the kernel could not deliver.
+pub fn lost(buf: &mut Vec<u8>, unix_ns: i128, reason: &str, count: u64) {
+    let mut o = Obj::document(buf);
+    o.str("time", &rfc3339_nanos(unix_ns));
+    o.str("type", "lost");
+    o.u64("count", count);
+    o.str("reason", reason);
+    o.end();
+    buf.push(b'\n');
+}
+
+/// `"connections":[...]` of a document, each row through `row`.
+pub fn array<T>(o: &mut Obj, k: &str, items: &[T], mut row: impl FnMut(&mut Vec<u8>, &T)) {
+    let b = o.key(k);
+    b.push(b'[');
+    for (i, it) in items.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        row(b, it);
+    }
+    b.push(b']');
+}

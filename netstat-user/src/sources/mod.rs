@@ -1,0 +1,10 @@
+//! Where connections and reports come from, read on demand: the kernel's
+//! socket list (sock_diag, falling back to /proc/net), socket owners from
+//! /proc/*/fd, host and service names, and the -e/-r/-s counters. Each
+//! reader takes a root path so tests can point it at a fixture tree.
+pub mod info;
+pub mod netlink;
+pub mod owners;
+pub mod proc;
+pub mod resolve;
+pub mod snapshot;
