@@ -77,6 +77,11 @@ pub fn from_proc(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Connection>
 mod tests {
     use super::*;
 
+    /// The tables the tests' sockets live in: TCP over IPv4, UDP over IPv6.
+    fn tcp4_udp6() -> Vec<DumpSpec> {
+        [(Proto::Tcp, false), (Proto::Udp, true)].into_iter().map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false }).collect()
+    }
+
     /// Both sources describe the same namespace: a listener, a connection
     /// and a UDP socket of ours appear in each with the same inode.
     #[test]
@@ -84,10 +89,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        let specs: Vec<DumpSpec> = [(Proto::Tcp, false), (Proto::Udp, true)]
-            .into_iter()
-            .map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false })
-            .collect();
+        let specs = tcp4_udp6();
         let nl = netlink::dump(&specs).unwrap();
         let pr = from_proc(Path::new("/proc"), &specs).unwrap();
         for addr in [l.local_addr().unwrap(), c.local_addr().unwrap(), u.local_addr().unwrap()] {
@@ -114,10 +116,7 @@ mod tests {
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        let specs: Vec<DumpSpec> = [(Proto::Tcp, false), (Proto::Udp, true)]
-            .into_iter()
-            .map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false })
-            .collect();
+        let specs = tcp4_udp6();
         let nl = netlink::dump(&specs).unwrap();
         let find = |local: std::net::SocketAddr, remote: Option<std::net::SocketAddr>| {
             nl.iter()
