@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use crate::{
     cli::config::{Config, Mode},
     model::{Connection, Proto},
-    render::{self, json},
+    render,
     sources::{info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
 };
 
@@ -58,40 +58,9 @@ pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> any
     }
 }
 
-/// The parts of an -e/-r/-s JSON document; absent parts are left out.
-#[derive(Default)]
-struct InfoJson<'a> {
-    interface_statistics: Option<info::InterfaceReport>,
-    interfaces: Option<Vec<crate::sources::proc::links::Link>>,
-    routes: Option<serde_json::Value>,
-    statistics: Option<render::info::StatisticsJson<'a>>,
-}
-
-impl InfoJson<'_> {
-    fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        let mut o = json::Obj::document(&mut buf);
-        if let Some(v) = &self.interface_statistics {
-            o.serde("interface_statistics", v);
-        }
-        if let Some(v) = &self.interfaces {
-            o.serde("interfaces", v);
-        }
-        if let Some(v) = &self.routes {
-            o.serde("routes", v);
-        }
-        if let Some(v) = &self.statistics {
-            o.serde("statistics", v);
-        }
-        o.end();
-        buf.push(b'\n');
-        w.write_all(&buf)
-    }
-}
-
 fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
     let (proc_root, sys_root) = (&cfg.proc_root, &cfg.sys_root);
-    let mut json = InfoJson::default();
+    let mut json = render::info::InfoDocument::default();
     if ethernet {
         let r = info::interfaces(proc_root, sys_root)?;
         if cfg.json {

@@ -19,14 +19,14 @@ use super::signals::Stop;
 use crate::{
     cli::config::Config,
     model::{ClosedConnection, Connection, Owner, Proto, SockEvent},
-    render::{closed, connections, json},
+    render,
     sources::{
         owners::{self, ProcFdScan},
         resolve::Resolver,
         snapshot,
     },
     table::Table,
-    timefmt::{monotonic_ns, realtime_offset_ns, rfc3339_nanos},
+    timefmt::{monotonic_ns, realtime_offset_ns},
     tracer::{Record, Tracer, TracerOptions, plan},
 };
 
@@ -108,37 +108,18 @@ impl Live<'_> {
         for o in conns.iter_mut().filter_map(|c| c.owner.as_mut()).chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())) {
             self.exes.fill(o);
         }
-        let names = self.names.as_ref();
-        if self.cfg.json {
-            let rows = connections::select(&conns, self.cfg);
-            if let Some(r) = names {
-                r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
-            }
-            let mut buf = Vec::with_capacity(4096);
-            let mut o = json::Obj::document(&mut buf);
-            o.str("time", &rfc3339_nanos(monotonic_ns() as i128 + self.clock));
-            json::array(&mut o, "connections", &rows, |b, c| connections::json_row(b, c, self.cfg, names));
-            json::array(&mut o, "closed", &closed_rows, |b, c| {
-                connections::json_closed(b, c, self.cfg, names, self.clock)
-            });
-            o.u64("lost_events", self.table.lost_events);
-            match self.table.lost_since_ns {
-                Some(t) => o.str("lost_since", &rfc3339_nanos(t as i128 + self.clock)),
-                None => o.null("lost_since"),
-            }
-            o.serde("lost_by_reason", &self.table.lost_by_reason);
-            o.u64("dropped_rows", self.table.dropped);
-            o.u64("row_cap", self.cfg.max_rows as u64);
-            o.end();
-            buf.push(b'\n');
-            w.write_all(&buf)?;
-            return w.flush();
-        }
-        connections::write(&conns, self.cfg, names, w)?;
-        closed::write(&closed_rows, self.cfg, names, w)?;
         let t = &self.table;
-        let since = t.lost_since_ns.map(|n| rfc3339_nanos(n as i128 + self.clock));
-        closed::footer(t.lost_events, since.as_deref(), &t.lost_by_reason, t.dropped, self.cfg.max_rows, w)?;
+        let display = render::live::LiveDisplay {
+            now_ns: monotonic_ns(),
+            clock_offset_ns: self.clock,
+            conns: &conns,
+            closed: &closed_rows,
+            lost_events: t.lost_events,
+            lost_since_ns: t.lost_since_ns,
+            lost_by_reason: &t.lost_by_reason,
+            dropped: t.dropped,
+        };
+        render::live::write(&display, self.cfg, self.names.as_ref(), w)?;
         w.flush()
     }
 }

@@ -193,3 +193,35 @@ impl Serialize for StatisticsJson<'_> {
         s.collect_seq(self.0.iter().map(|sec| SectionJson { section: sec.title, counters: CountersJson(&sec.rows), note: sec.note }))
     }
 }
+
+/// The parts of an -e/-r/-s JSON document; absent parts are left out.
+#[derive(Default)]
+pub struct InfoDocument<'a> {
+    pub interface_statistics: Option<InterfaceReport>,
+    pub interfaces: Option<Vec<crate::sources::proc::links::Link>>,
+    pub routes: Option<serde_json::Value>,
+    pub statistics: Option<StatisticsJson<'a>>,
+}
+
+impl InfoDocument<'_> {
+    pub fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut o = super::json::Obj::document(&mut buf);
+        if let Some(v) = &self.interface_statistics {
+            o.serde("interface_statistics", v);
+        }
+        if let Some(v) = &self.interfaces {
+            o.serde("interfaces", v);
+        }
+        if let Some(v) = &self.routes {
+            o.serde("routes", v);
+        }
+        if let Some(v) = &self.statistics {
+            o.serde("statistics", v);
+        }
+        o.end();
+        buf.push(b'\n');
+        w.write_all(&buf)
+    }
+}
+

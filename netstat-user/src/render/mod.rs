@@ -2,10 +2,10 @@
 //! an `impl Write`. They take finished data (the connection model, reports)
 //! and never read the system themselves, apart from name lookups through
 //! `Resolver`.
-pub mod closed;
 pub mod connections;
 pub mod info;
 pub mod json;
+pub mod live;
 pub mod probe;
 pub mod stream;
 

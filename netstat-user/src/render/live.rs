@@ -1,0 +1,125 @@
+//! One display of the live table: the connection list, `Closed since last
+//! display` and the footer (losses, dropped rows), or the same as one JSON
+//! document (`live_document` of the schema).
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
+
+use super::{connections, json, stream::format_duration};
+use crate::{
+    cli::config::Config,
+    escape::escape_bytes,
+    model::{ClosedConnection, Connection, Proto, tcp_state_name},
+    sources::resolve::Resolver,
+    timefmt::rfc3339_nanos,
+};
+
+/// What one display shows; times are CLOCK_MONOTONIC ns, turned into wall
+/// clock with `clock_offset_ns`.
+pub struct LiveDisplay<'a> {
+    pub now_ns: u64,
+    pub clock_offset_ns: i128,
+    pub conns: &'a [Connection],
+    /// Already filtered for this display, oldest first.
+    pub closed: &'a [ClosedConnection],
+    pub lost_events: u64,
+    pub lost_since_ns: Option<u64>,
+    pub lost_by_reason: &'a BTreeMap<&'static str, u64>,
+    pub dropped: u64,
+}
+
+impl LiveDisplay<'_> {
+    fn wall(&self, ns: u64) -> String {
+        rfc3339_nanos(ns as i128 + self.clock_offset_ns)
+    }
+}
+
+pub fn write(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+    if cfg.json {
+        return write_json(d, cfg, names, w);
+    }
+    connections::write(d.conns, cfg, names, w)?;
+    write_closed(d.closed, cfg, names, w)?;
+    let since = d.lost_since_ns.map(|n| d.wall(n));
+    footer(d.lost_events, since.as_deref(), d.lost_by_reason, d.dropped, cfg.max_rows, w)
+}
+
+fn write_json(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+    let rows = connections::select(d.conns, cfg);
+    if let Some(r) = names {
+        r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let mut o = json::Obj::document(&mut buf);
+    o.str("time", &d.wall(d.now_ns));
+    json::array(&mut o, "connections", &rows, |b, c| connections::json_row(b, c, cfg, names));
+    json::array(&mut o, "closed", d.closed, |b, c| connections::json_closed(b, c, cfg, names, d.clock_offset_ns));
+    o.u64("lost_events", d.lost_events);
+    match d.lost_since_ns {
+        Some(t) => o.str("lost_since", &d.wall(t)),
+        None => o.null("lost_since"),
+    }
+    o.serde("lost_by_reason", d.lost_by_reason);
+    o.u64("dropped_rows", d.dropped);
+    o.u64("row_cap", cfg.max_rows as u64);
+    o.end();
+    buf.push(b'\n');
+    w.write_all(&buf)
+}
+
+fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+    writeln!(w, "\nClosed since last display\n")?;
+    writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}Lived", "Proto", "Local Address", "Foreign Address", "Final State", "PID")?;
+    for c in closed {
+        let conn = &c.conn;
+        let local = connections::endpoint(conn.local, conn.proto, names, false, cfg.fqdn);
+        let remote = if conn.proto == Proto::Udp && conn.remote.port() == 0 {
+            "*:*".to_string()
+        } else {
+            connections::endpoint(conn.remote, conn.proto, names, true, cfg.fqdn)
+        };
+        let state = conn.state.map(tcp_state_name).unwrap_or("");
+        let pid = conn.owner.as_ref().map(|o| o.pid.to_string()).unwrap_or_else(|| "-".into());
+        let lived = c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into());
+        writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}{}", conn.proto.name(), local, remote, state, pid, lived)?;
+        if cfg.executable {
+            match &conn.owner {
+                Some(o) => {
+                    let name = match &o.exe {
+                        Some(p) if cfg.verbose => escape_bytes(p.as_os_str().as_encoded_bytes()),
+                        Some(p) => p.file_name().map(|f| escape_bytes(f.as_encoded_bytes())).unwrap_or_default(),
+                        None => escape_bytes(o.comm.as_bytes()),
+                    };
+                    writeln!(w, " [{name}]")?;
+                }
+                None => writeln!(w, " Can not obtain ownership information")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Losses and dropped rows, when there were any.
+fn footer(
+    lost_events: u64,
+    lost_since: Option<&str>,
+    by_reason: &BTreeMap<&'static str, u64>,
+    dropped: u64,
+    row_cap: usize,
+    w: &mut impl Write,
+) -> io::Result<()> {
+    if lost_events > 0 {
+        let reasons: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        writeln!(
+            w,
+            "\ntable may be incomplete: {lost_events} events lost since {} ({})",
+            lost_since.unwrap_or("start"),
+            reasons.join(", ")
+        )?;
+    }
+    if dropped > 0 {
+        writeln!(w, "{dropped} rows dropped (row cap {row_cap}; raise --max-rows)")?;
+    }
+    Ok(())
+}
