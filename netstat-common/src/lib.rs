@@ -259,7 +259,7 @@ pub mod lost {
     /// main one was skipped for recursion (subtracted from its misses).
     pub const RESCUED: u32 = 3;
     /// Not a loss: tcp_set_state calls the kprobe form missed and its
-    /// tracepoint check reported instead (kprobe.rs in netstat-ebpf). A
+    /// tracepoint check reported instead (kfunc.rs in netstat-ebpf). A
     /// diagnostic only (`bpftool map dump`); user space does not read it.
     pub const KPROBE_RESCUED: u32 = 4;
     pub const COUNT: u32 = 5;

@@ -106,7 +106,7 @@ const HOOKS: &[Hook] = &[
             ("fexit_inet_csk_clone_lock_nested", FEX, "inet_csk_clone_lock"),
             // The calls the two fentry programs were skipped for (one of
             // them already running on the CPU): the tracepoint in the same
-            // call reports them (kprobe.rs).
+            // call reports them (kfunc.rs).
             ("inet_sock_set_state_fentry_rescue", RESCUE, "inet_sock_set_state"),
         ],
         kprobe: &[
@@ -116,7 +116,7 @@ const HOOKS: &[Hook] = &[
             ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
             // The calls the kprobes above missed (a kprobe handler or a
             // kprobe/perf-event program already running on the CPU): the
-            // tracepoint in the same call reports them (kprobe.rs).
+            // tracepoint in the same call reports them (kfunc.rs).
             ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
