@@ -14,7 +14,7 @@ use crate::{
     accept::on_accept,
     emit::count_lost,
     kfunc::{bound, child_created, saw, tcp_set_state},
-    sock::offsets,
+    sock::{assign_cookie, offsets, stored_cookie},
 };
 
 /// tcp_set_state(sk, state): the tracepoint fires inside it, after the same
@@ -30,7 +30,7 @@ use crate::{
 pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let new: i32 = ctx.arg(1);
-    let _ = tcp_set_state(sk, new as u32);
+    let _ = tcp_set_state(sk, new as u32, assign_cookie(sk));
     saw(sk, new as u32 as u64);
     0
 }
@@ -40,7 +40,7 @@ pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
 #[fentry(function = "inet_csk_listen_start")]
 pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    let _ = tcp_set_state(sk, LISTEN);
+    let _ = tcp_set_state(sk, LISTEN, assign_cookie(sk));
     saw(sk, LISTEN as u64);
     0
 }
@@ -48,6 +48,9 @@ pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
 /// inet_csk_clone_lock(listener, req, prio) returns the child in SYN_RECV,
 /// set without tcp_set_state. The tracepoint fires while the child's
 /// fields are still the listener's: so the tuple is the listener's too.
+/// The child's cookie is read: the tracepoint check asked for it inside the
+/// call (kfunc.rs); bpf_get_func_ret hands the child back as a plain number,
+/// which the cookie helper does not take.
 #[fexit(function = "inet_csk_clone_lock")]
 pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
     set_in_clone(1);
@@ -89,7 +92,7 @@ fn set_in_clone(v: u32) {
 fn clone_exit(ctx: &FExitContext) {
     let listener: u64 = ctx.arg(0);
     if let Ok(child) = ctx.ret::<u64>() {
-        let _ = child_created(listener, child);
+        let _ = child_created(listener, child, stored_cookie(child, &offsets()));
     }
 }
 

@@ -3,11 +3,18 @@
 //! path's events, the record of the calls their entry programs saw, and the
 //! tracepoint checks that report the calls those programs missed. Neither
 //! form's module is used by the other: both use this one.
+//!
+//! The checks are tp_btf programs and ask for the cookie at every firing, as
+//! the tracepoint form does (state.rs): the programs that run after the
+//! tracepoint in the same call (fexit and kretprobe on inet_csk_clone_lock,
+//! the accept hook) read it from memory. A kprobe at tcp_set_state's entry
+//! runs before the tracepoint and cannot ask: on a socket's first transition
+//! it finds none and leaves that call to the check (kprobe.rs).
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map},
     maps::LruHashMap,
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 use netstat_common::{
     IPPROTO_TCP, IPPROTO_UDP, lost,
@@ -16,8 +23,8 @@ use netstat_common::{
 
 use crate::{
     emit::{count_lost, now},
-    sock::{offsets, read, read_state_tuple, read_tuple},
-    state::{on_transition, try_inet_sock_set_state},
+    sock::{assign_cookie, offsets, read, read_state_tuple, read_tuple, stored_cookie},
+    state::{on_transition, traced_transition},
     udp::on_explicit_bind,
 };
 
@@ -25,7 +32,7 @@ use crate::{
 /// LISTEN) seen at the function's entry, where `sk_state` is still the old
 /// state.
 #[inline(always)]
-pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
+pub fn tcp_set_state(sk: u64, new: u32, cookie: u64) -> Result<(), i64> {
     let o = offsets();
     let old: u8 = read(sk, o.sk_state)?;
     // The local end as the state tracepoint reads it (state.rs).
@@ -33,7 +40,7 @@ pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(sk, old as u32, new, tuple, &o);
+    on_transition(sk, cookie, old as u32, new, tuple, &o);
     Ok(())
 }
 
@@ -41,7 +48,7 @@ pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
 /// reported with the listener's tuple, as the tracepoint (which fires while
 /// the child's fields are still the listener's) reports it.
 #[inline(always)]
-pub fn child_created(listener: u64, child: u64) -> Result<(), i64> {
+pub fn child_created(listener: u64, child: u64, cookie: u64) -> Result<(), i64> {
     if child == 0 {
         return Ok(());
     }
@@ -50,11 +57,13 @@ pub fn child_created(listener: u64, child: u64) -> Result<(), i64> {
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(child, LISTEN, SYN_RECV, tuple, &o);
+    on_transition(child, cookie, LISTEN, SYN_RECV, tuple, &o);
     Ok(())
 }
 
-/// `struct socket *` -> its sock; a UDP bind as the post_bind hook reports it.
+/// `struct socket *` -> its sock; a UDP bind as the post_bind hook reports
+/// it. The cookie is read: the sock_create hook assigned it (udp.rs) unless
+/// the socket predates the tracer.
 #[inline(always)]
 pub fn bound(sock: u64) -> Result<(), i64> {
     let o = offsets();
@@ -65,7 +74,7 @@ pub fn bound(sock: u64) -> Result<(), i64> {
     }
     tuple.dport = 0;
     tuple.daddr = [0; 16];
-    on_explicit_bind(sk, tuple);
+    on_explicit_bind(sk, stored_cookie(sk, &o), tuple);
     Ok(())
 }
 
@@ -111,8 +120,8 @@ fn was_seen(sk: u64, old: u32, new: u32) -> bool {
 /// Fires inside every tcp_set_state (and the LISTEN and child SYN_RECV
 /// stores), after the kprobes at the function's entry: reports the calls
 /// they missed, through the tracepoint path's own handler.
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_kprobe_rescue(ctx: BtfTracePointContext) -> i32 {
     report_unseen(&ctx, true);
     0
 }
@@ -122,26 +131,28 @@ pub fn inet_sock_set_state_kprobe_rescue(ctx: RawTracePointContext) -> i32 {
 /// trampoline skips a program already running on the CPU (a softirq over
 /// one of them in process context); this reports those calls. Children are
 /// left to the fexit pair on inet_csk_clone_lock.
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state_fentry_rescue(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_fentry_rescue(ctx: BtfTracePointContext) -> i32 {
     report_unseen(&ctx, false);
     0
 }
 
 /// Report this transition through the tracepoint path's handler unless an
 /// entry program recorded it; a child's LISTEN -> SYN_RECV only when
-/// `children` (otherwise another program reports children).
+/// `children` (otherwise another program reports children). The cookie is
+/// asked for first, whatever happens next: the programs after this one read
+/// it (a child's, at inet_csk_clone_lock's return).
 #[inline(always)]
-fn report_unseen(ctx: &RawTracePointContext, children: bool) {
+fn report_unseen(ctx: &BtfTracePointContext, children: bool) {
     let sk: u64 = ctx.arg(0);
-    let old = ctx.arg::<u64>(1) as i32 as u32;
-    let new = ctx.arg::<u64>(2) as i32 as u32;
+    let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
+    let cookie = assign_cookie(sk);
     if !children && old == LISTEN && new == SYN_RECV {
         return;
     }
     if !was_seen(sk, old, new) {
         count_lost(lost::KPROBE_RESCUED);
-        let _ = try_inet_sock_set_state(ctx);
+        let _ = traced_transition(sk, old, new, cookie);
     }
 }
 

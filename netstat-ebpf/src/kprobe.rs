@@ -20,7 +20,7 @@ use netstat_common::tcp_state::LISTEN;
 use crate::{
     accept::on_accept,
     kfunc::{BIND, CLONE, CLONE_MARK, bound, call_key, child_created, saw, tcp_set_state},
-    sock::offsets,
+    sock::{offsets, stored_cookie},
 };
 
 /// (thread or idle CPU, function) -> the argument its kretprobe needs (the
@@ -44,11 +44,24 @@ fn unstash(func: u64) -> Option<u64> {
     v
 }
 
+/// A state change seen at the function's entry, before its tracepoint. A
+/// socket without a cookie yet (its first transition: nothing has asked for
+/// one, and a kprobe cannot) is left unrecorded, so the tracepoint check,
+/// which asks for one, reports the call instead (kfunc.rs).
+#[inline(always)]
+fn entered(sk: u64, new: u32) {
+    let cookie = stored_cookie(sk, &offsets());
+    if cookie == 0 {
+        return;
+    }
+    saw(sk, new as u64);
+    let _ = tcp_set_state(sk, new, cookie);
+}
+
 #[kprobe]
 pub fn kprobe_tcp_set_state(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(new)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
-        saw(sk, new as u32 as u64);
-        let _ = tcp_set_state(sk, new as u32);
+        entered(sk, new as u32);
     }
     0
 }
@@ -56,8 +69,7 @@ pub fn kprobe_tcp_set_state(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn kprobe_inet_csk_listen_start(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0) {
-        saw(sk, LISTEN as u64);
-        let _ = tcp_set_state(sk, LISTEN);
+        entered(sk, LISTEN);
     }
     0
 }
@@ -76,8 +88,9 @@ pub fn kprobe_inet_csk_clone_lock(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe_inet_csk_clone_lock(ctx: RetProbeContext) -> u32 {
     let child: u64 = ctx.ret();
+    // The tracepoint check inside the call asked for the child's cookie.
     if let Some(listener) = unstash(CLONE) {
-        let _ = child_created(listener, child);
+        let _ = child_created(listener, child, stored_cookie(child, &offsets()));
     }
     0
 }
