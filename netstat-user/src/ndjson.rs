@@ -152,6 +152,8 @@ pub fn write_event(buf: &mut Vec<u8>, e: &Event, clock_offset_ns: i128, clock: &
         let _ = write!(buf, "{:x}", e.sock);
     }
     buf.push(b'"');
+    key(buf, "cookie");
+    num(buf, e.cookie);
     if e.kind == kind::UDP_BIND {
         key(buf, "implicit");
         buf.extend_from_slice(if e.flags & flags::IMPLICIT_BIND != 0 { b"true" } else { b"false" });
@@ -186,6 +188,7 @@ mod tests {
         e.uid = 1000;
         e.netns = 4026531833;
         e.sock = 0xffff_8881_02a2_ca00;
+        e.cookie = 8193;
         e.comm[..4].copy_from_slice(b"curl");
         e.family = AF_INET;
         e.protocol = 6;

@@ -91,6 +91,8 @@ pub struct StreamEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sock: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub implicit: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
@@ -122,6 +124,7 @@ impl<'a> StreamEvent<'a> {
             owner: None,
             netns: None,
             sock: None,
+            cookie: None,
             implicit: None,
             duration_ns: None,
             bytes_sent: None,
@@ -152,6 +155,7 @@ impl<'a> StreamEvent<'a> {
         s.owner = Some(owner_source(e.flags));
         s.netns = (e.netns != 0).then_some(e.netns);
         s.sock = Some(format!("{:x}", e.sock));
+        s.cookie = Some(e.cookie);
         if e.kind == kind::UDP_BIND {
             s.implicit = Some(e.flags & flags::IMPLICIT_BIND != 0);
         }
