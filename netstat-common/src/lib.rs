@@ -84,8 +84,9 @@ pub struct Event {
     pub duration_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
-    /// The kernel's socket cookie (`bpf_get_socket_cookie`, sock_diag's
-    /// `idiag_cookie`): the socket's identity for its whole life. 0 = unknown.
+    /// The kernel's socket cookie (`SO_COOKIE`, sock_diag's `idiag_cookie`,
+    /// `bpf_get_socket_cookie`): with `netns`, a connection's identity.
+    /// 0 when unknown (a cookie the kernel had not assigned yet).
     pub cookie: u64,
 }
 pub const EVENT_SIZE: usize = 136;
@@ -164,8 +165,11 @@ pub struct PendingUdp {
     pub kind: u32,
     /// `flags::IMPLICIT_BIND` when the socket had no local port yet.
     pub flags: u32,
+    /// The socket's cookie, from the cgroup hook (the syscall-exit
+    /// tracepoint that completes the record cannot ask for it).
+    pub cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<PendingUdp>() == 16);
+const _: () = assert!(core::mem::size_of::<PendingUdp>() == 24);
 
 /// Offsets handed to the programs at load time (global `OFFSETS`). Syscall
 /// tracepoint fields come from tracefs format files, struct members from vmlinux BTF;
@@ -205,8 +209,12 @@ pub struct KernelOffsets {
     /// (inet_put_port runs before the state is stored and traced).
     pub inet_sport: u32,
     pub inet_saddr: u32,
+    /// `sock.__sk_common.skc_cookie` (8 bytes), for the programs that cannot
+    /// call `bpf_get_socket_cookie` (raw and syscall tracepoints, kprobes):
+    /// 0 in memory until the kernel assigns it (sock_gen_cookie).
+    pub sk_cookie: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
@@ -235,6 +243,7 @@ impl KernelOffsets {
             sk_state: u,
             inet_sport: u,
             inet_saddr: u,
+            sk_cookie: u,
         }
     }
 }
@@ -263,7 +272,7 @@ pub mod lost {
     /// main one was skipped for recursion (subtracted from its misses).
     pub const RESCUED: u32 = 3;
     /// Not a loss: tcp_set_state calls the kprobe form missed and its
-    /// tracepoint check reported instead (kprobe.rs in netstat-ebpf). A
+    /// tracepoint check reported instead (kfunc.rs in netstat-ebpf). A
     /// diagnostic only (`bpftool map dump`); user space does not read it.
     pub const KPROBE_RESCUED: u32 = 4;
     pub const COUNT: u32 = 5;

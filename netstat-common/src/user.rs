@@ -53,14 +53,29 @@ mod tests {
         e.sport = 8080;
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.comm[..4].copy_from_slice(b"curl");
+        e.cookie = 0x0123_4567_89ab_cdef;
         let back = Event::try_from(e.as_bytes()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn cookie_is_the_last_eight_bytes() {
+        // Appended at the end, so every earlier field kept its offset.
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_STATE;
+        e.cookie = 0x1122_3344_5566_7788;
+        let b = e.as_bytes();
+        assert_eq!(b[EVENT_SIZE - 8..], 0x1122_3344_5566_7788u64.to_ne_bytes());
+        assert_eq!(core::mem::offset_of!(Event, cookie), EVENT_SIZE - 8);
+        assert_eq!(core::mem::offset_of!(Event, bytes_received), 120);
     }
 
     #[test]
     fn short_record_is_an_error() {
         let e = Event::zeroed();
         assert_eq!(Event::try_from(&e.as_bytes()[..100]), Err(DecodeError::Short(100)));
+        // A record of the layout before `cookie` (128 bytes) is short now.
+        assert_eq!(Event::try_from(&e.as_bytes()[..128]), Err(DecodeError::Short(128)));
         assert_eq!(Event::try_from(&[][..]), Err(DecodeError::Short(0)));
     }
 

@@ -1,12 +1,16 @@
 //! accept()/accept4() return in the accepting process: the returned fd is
-//! resolved to its `struct sock`, whose owner becomes the acceptor.
+//! resolved to its `struct sock`, whose owner becomes the acceptor. No form
+//! of this hook can ask for the cookie (a syscall tracepoint and a kretprobe
+//! cannot; fexit gets the socket as a plain number from bpf_get_func_ret):
+//! they read the one the state tracepoint assigned at the child's
+//! LISTEN -> SYN_RECV.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind};
 
 use crate::{
     OWNERS,
     emit::{Body, count_lost, current_owner, emit, now},
-    sock::{net_of, offsets, read_tuple, sock_of_fd},
+    sock::{net_of, offsets, read_tuple, sock_of_fd, stored_cookie},
 };
 
 /// Attached to both `syscalls:sys_exit_accept` and `syscalls:sys_exit_accept4`.
@@ -38,7 +42,8 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
         return Ok(());
     }
     let (_, netns) = net_of(sk, o);
-    crate::state::flush_pending_syn_recv(sk, &tuple, netns);
+    let cookie = stored_cookie(sk, o);
+    crate::state::flush_pending_syn_recv(sk, cookie, &tuple, netns);
     let t = now();
     let mut owner = current_owner(t);
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
@@ -49,6 +54,6 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     if OWNERS.insert(&sk, &owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
-    emit(&owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, tuple, t, netns));
+    emit(&owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, cookie, tuple, t, netns));
     Ok(())
 }

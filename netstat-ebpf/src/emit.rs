@@ -50,12 +50,13 @@ pub struct Body {
     pub duration_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    pub cookie: u64,
 }
 
 impl Body {
     /// An event with no state change and no lifetime (accept, UDP).
     #[inline(always)]
-    pub fn plain(kind: u32, flags: u32, sock: u64, tuple: Tuple, now: u64, netns: u32) -> Body {
+    pub fn plain(kind: u32, flags: u32, sock: u64, cookie: u64, tuple: Tuple, now: u64, netns: u32) -> Body {
         Body {
             kind,
             flags,
@@ -68,6 +69,7 @@ impl Body {
             duration_ns: 0,
             bytes_acked: 0,
             bytes_received: 0,
+            cookie,
         }
     }
 }
@@ -104,7 +106,7 @@ pub fn emit(owner: &Owner, b: &Body) {
         (*ev).duration_ns = b.duration_ns;
         (*ev).bytes_acked = b.bytes_acked;
         (*ev).bytes_received = b.bytes_received;
-        (*ev).cookie = 0;
+        (*ev).cookie = b.cookie;
     }
     // Batched wake-ups: only when enough is waiting; user space also polls.
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {

@@ -1,26 +1,25 @@
 //! BTF trampoline (fentry/fexit) forms of the hooks, for kernels that have
 //! them. Each program only finds the socket and the states, then hands over
-//! to the shared handlers in state.rs, accept.rs and udp.rs: the events are
-//! the same as the tracepoint/cgroup path's, field for field.
+//! to the handlers it shares with the kprobe form (kfunc.rs) and to those of
+//! state.rs and accept.rs: the events are the same as the tracepoint/cgroup
+//! path's, field for field.
 use aya_ebpf::{
     macros::{fentry, fexit, map},
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext},
 };
-use netstat_common::{IPPROTO_TCP, IPPROTO_UDP, lost, tcp_state::*};
+use netstat_common::{lost, tcp_state::*};
 
 use crate::{
     accept::on_accept,
     emit::count_lost,
-    kprobe::saw,
-    sock::{offsets, read, read_state_tuple, read_tuple},
-    state::on_transition,
-    udp::on_explicit_bind,
+    kfunc::{bound, child_created, saw, tcp_set_state},
+    sock::{assign_cookie, offsets, stored_cookie},
 };
 
 /// tcp_set_state(sk, state): the tracepoint fires inside it, after the same
 /// reads; at entry `sk_state` is still the old state. The call is recorded
-/// for `inet_sock_set_state_fentry_rescue` (kprobe.rs), which reports the
+/// for `inet_sock_set_state_fentry_rescue` (kfunc.rs), which reports the
 /// calls this program was skipped for: the trampoline skips a program
 /// already running on the CPU, as when a softirq changes a socket's state
 /// while this one runs in process context (close(), connect()). A second
@@ -31,22 +30,9 @@ use crate::{
 pub fn fentry_tcp_set_state(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let new: i32 = ctx.arg(1);
-    let _ = tcp_set_state(sk, new as u32);
+    let _ = tcp_set_state(sk, new as u32, assign_cookie(sk));
     saw(sk, new as u32 as u64);
     0
-}
-
-#[inline(always)]
-pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
-    let o = offsets();
-    let old: u8 = read(sk, o.sk_state)?;
-    // The local end as the state tracepoint reads it (state.rs).
-    let tuple = read_state_tuple(sk, &o)?;
-    if tuple.protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    on_transition(sk, old as u32, new, tuple, &o);
-    Ok(())
 }
 
 /// inet_csk_listen_start(sk) stores TCP_LISTEN without tcp_set_state (the
@@ -54,7 +40,7 @@ pub fn tcp_set_state(sk: u64, new: u32) -> Result<(), i64> {
 #[fentry(function = "inet_csk_listen_start")]
 pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    let _ = tcp_set_state(sk, LISTEN);
+    let _ = tcp_set_state(sk, LISTEN, assign_cookie(sk));
     saw(sk, LISTEN as u64);
     0
 }
@@ -62,6 +48,9 @@ pub fn fentry_inet_csk_listen_start(ctx: FEntryContext) -> u32 {
 /// inet_csk_clone_lock(listener, req, prio) returns the child in SYN_RECV,
 /// set without tcp_set_state. The tracepoint fires while the child's
 /// fields are still the listener's: so the tuple is the listener's too.
+/// The child's cookie is read: the tracepoint check asked for it inside the
+/// call (kfunc.rs); bpf_get_func_ret hands the child back as a plain number,
+/// which the cookie helper does not take.
 #[fexit(function = "inet_csk_clone_lock")]
 pub fn fexit_inet_csk_clone_lock(ctx: FExitContext) -> u32 {
     set_in_clone(1);
@@ -103,22 +92,8 @@ fn set_in_clone(v: u32) {
 fn clone_exit(ctx: &FExitContext) {
     let listener: u64 = ctx.arg(0);
     if let Ok(child) = ctx.ret::<u64>() {
-        let _ = child_created(listener, child);
+        let _ = child_created(listener, child, stored_cookie(child, &offsets()));
     }
-}
-
-#[inline(always)]
-pub fn child_created(listener: u64, child: u64) -> Result<(), i64> {
-    if child == 0 {
-        return Ok(());
-    }
-    let o = offsets();
-    let tuple = read_state_tuple(listener, &o)?;
-    if tuple.protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    on_transition(child, LISTEN, SYN_RECV, tuple, &o);
-    Ok(())
 }
 
 /// inet_csk_accept returns the accepted socket, in the acceptor's context.
@@ -150,19 +125,4 @@ pub fn fexit_inet6_bind(ctx: FExitContext) -> u32 {
         let _ = bound(sock);
     }
     0
-}
-
-/// `struct socket *` -> its sock; a UDP bind as the post_bind hook reports it.
-#[inline(always)]
-pub fn bound(sock: u64) -> Result<(), i64> {
-    let o = offsets();
-    let sk: u64 = read(sock, o.socket_sk)?;
-    let mut tuple = read_tuple(sk, &o)?;
-    if tuple.protocol != IPPROTO_UDP {
-        return Ok(());
-    }
-    tuple.dport = 0;
-    tuple.daddr = [0; 16];
-    on_explicit_bind(sk, tuple);
-    Ok(())
 }

@@ -10,6 +10,7 @@
 mod accept;
 mod emit;
 mod fentry;
+mod kfunc;
 mod kprobe;
 mod sock;
 mod state;

@@ -1,5 +1,5 @@
 //! Reads of kernel structs at offsets resolved from BTF by user space.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_socket_cookie, bpf_probe_read_kernel};
 use netstat_common::{AF_INET, AF_INET6, KernelOffsets, OFFSET_UNKNOWN};
 
 use crate::OFFSETS;
@@ -67,6 +67,24 @@ pub fn read_state_tuple(sk: u64, o: &KernelOffsets) -> Result<Tuple, i64> {
         t.saddr[..4].copy_from_slice(&s);
     }
     Ok(t)
+}
+
+/// The socket's cookie, assigned now if it had none (sock_gen_cookie, as
+/// SO_COOKIE and sock_diag do). Only for BTF-typed programs (tp_btf,
+/// fentry/fexit: BPF_PROG_TYPE_TRACING), on a `struct sock *` taken straight
+/// from their context: the verifier checks that the argument is one.
+#[inline(always)]
+pub fn assign_cookie(sk: u64) -> u64 {
+    unsafe { bpf_get_socket_cookie(sk as *mut core::ffi::c_void) }
+}
+
+/// The cookie as stored in `skc_cookie`, for programs that cannot call the
+/// helper: 0 until something asked for it. The state tracepoint programs
+/// ask at every transition (state.rs, kfunc.rs), so a socket that changed
+/// state since the tracer started has one.
+#[inline(always)]
+pub fn stored_cookie(sk: u64, o: &KernelOffsets) -> u64 {
+    read(sk, o.sk_cookie).unwrap_or(0)
 }
 
 /// `struct net *` of a socket (identity only) and its namespace inode.

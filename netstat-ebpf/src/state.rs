@@ -1,15 +1,24 @@
-//! TCP state transitions from the `inet_sock_set_state` tracepoint, as a raw
-//! tracepoint: perf-event tracepoint programs are skipped whenever any BPF
-//! program already runs on the CPU (a softirq over one of our syscall-exit
-//! programs, or another tool's kprobe), which silently lost transitions under
-//! load; raw tracepoints only guard against their own recursion, and are
+//! TCP state transitions from the `inet_sock_set_state` tracepoint, as a
+//! BTF-typed raw tracepoint (tp_btf), or a plain raw tracepoint where the
+//! kernel refuses that form: perf-event tracepoint programs are skipped
+//! whenever any BPF program already runs on the CPU (a softirq over one of
+//! our syscall-exit programs, or another tool's kprobe), which silently lost
+//! transitions under load; raw tracepoints (tp_btf included: both run
+//! through __bpf_trace_run) only guard against their own recursion, and are
 //! cheaper. Most transitions run in softirq, where the task on the CPU is
 //! not the socket's owner: the owner comes from `OWNERS`, filled where the
 //! owner itself is on the CPU.
+//!
+//! The tp_btf form asks for the socket's cookie (bpf_get_socket_cookie,
+//! which only BTF-typed programs may call on a `struct sock *`): the kernel
+//! assigns cookies lazily, so asking at a socket's first transition is what
+//! gives it one, for every later event, for the programs that can only read
+//! it from memory, and for the TIME_WAIT socket, which copies it. The raw
+//! form reads `skc_cookie` and reports 0 for a socket nothing asked about.
 use aya_ebpf::{
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::PerCpuArray,
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use netstat_common::{
     IPPROTO_TCP, KernelOffsets, ListenKey, Listener, Owner, flags, kind, lost,
@@ -19,14 +28,17 @@ use netstat_common::{
 use crate::{
     LISTENERS, OWNERS,
     emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
-    sock::{Tuple, net_of, offsets, read, read_state_tuple},
+    sock::{Tuple, assign_cookie, net_of, offsets, read, read_state_tuple, stored_cookie},
 };
 
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    let _ = try_inet_sock_set_state(&ctx);
-    mark_handled(ctx.arg(0), ctx.arg::<u64>(2));
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
+    let cookie = assign_cookie(sk);
+    let _ = traced_transition(sk, old, new, cookie);
+    mark_handled(sk, new as u64);
     0
 }
 
@@ -38,11 +50,38 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 /// firings the main program did not mark as handled. (A flag raised while
 /// the main program ran left a window at either end of its run, where the
 /// kernel counted it running but the flag was down: a softirq there was lost.)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
+    if !take_handled(sk, new as u64) {
+        count_lost(lost::RESCUED);
+        let cookie = assign_cookie(sk);
+        let _ = traced_transition(sk, old, new, cookie);
+    }
+    0
+}
+
+/// The raw tracepoint form of `inet_sock_set_state_btf`, for kernels that
+/// refuse it (bpf_get_socket_cookie in tracing programs came in 5.12):
+/// the cookie as stored, 0 until something asked for it.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
+    let _ = traced_transition(sk, old, new, stored_cookie(sk, &offsets()));
+    mark_handled(sk, new as u64);
+    0
+}
+
+/// The raw tracepoint form of `inet_sock_set_state_btf_nested`.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
-    if !take_handled(ctx.arg(0), ctx.arg::<u64>(2)) {
-        crate::emit::count_lost(lost::RESCUED);
-        let _ = try_inet_sock_set_state(&ctx);
+    let sk: u64 = ctx.arg(0);
+    let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
+    if !take_handled(sk, new as u64) {
+        count_lost(lost::RESCUED);
+        let _ = traced_transition(sk, old, new, stored_cookie(sk, &offsets()));
     }
     0
 }
@@ -115,28 +154,27 @@ fn in_owner_context(old: u32, new: u32) -> bool {
     }
 }
 
-pub(crate) fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// One firing of the tracepoint: socket `sk` went from `old` to `new`.
+#[inline(always)]
+pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: u64) -> Result<(), i64> {
     let o = offsets();
-    let sk: u64 = ctx.arg(0);
-    let old = ctx.arg::<u64>(1) as i32 as u32;
-    let new = ctx.arg::<u64>(2) as i32 as u32;
     let tuple = read_state_tuple(sk, &o)?;
     if tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(sk, old, new, tuple, &o);
+    on_transition(sk, cookie, old, new, tuple, &o);
     Ok(())
 }
 
 /// Everything a TCP transition does once its socket, states and tuple are
-/// known; shared with the fentry and kprobe forms (fentry.rs, kprobe.rs), so
-/// the events are the same whichever hook saw the transition.
+/// known; shared with the fentry and kprobe forms (fentry.rs, kprobe.rs,
+/// kfunc.rs), so the events are the same whichever hook saw the transition.
 #[inline(always)]
-pub fn on_transition(sk: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffsets) {
+pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffsets) {
     let t = now();
     let (net, netns) = net_of(sk, o);
 
-    flush_pending_syn_recv(sk, &tuple, netns);
+    flush_pending_syn_recv(sk, cookie, &tuple, netns);
     let (owner, src) = resolve_owner(sk, net, old, new, &tuple, t);
     // Before 6.18 or so, a child's LISTEN -> SYN_RECV fires before its
     // remote address and port are set: report it at the socket's next
@@ -160,6 +198,7 @@ pub fn on_transition(sk: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffset
         duration_ns: 0,
         bytes_acked: 0,
         bytes_received: 0,
+        cookie,
     };
     if new == CLOSE {
         if owner.start_ns != 0 {
@@ -190,7 +229,7 @@ const PENDING_SYN_RECV: u32 = 1 << 16;
 
 /// Report a deferred LISTEN -> SYN_RECV with the tuple known now.
 #[inline(always)]
-pub fn flush_pending_syn_recv(sk: u64, tuple: &Tuple, netns: u32) {
+pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     let Some(p) = OWNERS.get_ptr_mut(&sk) else { return };
     let owner = unsafe { *p };
     if owner.flags & PENDING_SYN_RECV == 0 {
@@ -209,6 +248,7 @@ pub fn flush_pending_syn_recv(sk: u64, tuple: &Tuple, netns: u32) {
         duration_ns: 0,
         bytes_acked: 0,
         bytes_received: 0,
+        cookie,
     };
     emit(&owner, &b);
 }

@@ -2,9 +2,13 @@
 //! completed at syscall exit), the implicit bind of a first send (sendmsg
 //! hooks, for sockets seen created unbound), and close (sock_release). All run in the owner's syscall.
 //! Every cgroup program returns 1: it observes, it never refuses.
+//! The cgroup programs ask for the socket's cookie (bpf_get_socket_cookie on
+//! their context), sock_create included, so that a socket created while the
+//! tracer runs has one for the programs that can only read it from memory
+//! (the fexit/kprobe forms of the bind hook).
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_socket_cookie},
     macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, SockContext, TracePointContext},
 };
@@ -19,9 +23,15 @@ use crate::{
 const ALLOW: i32 = 1;
 
 #[inline(always)]
-fn body(kind: u32, flags: u32, sk: u64, tuple: Tuple, t: u64) -> Body {
+fn body(kind: u32, flags: u32, sk: u64, cookie: u64, tuple: Tuple, t: u64) -> Body {
     let (_, netns) = net_of(sk, &offsets());
-    Body::plain(kind, flags, sk, tuple, t, netns)
+    Body::plain(kind, flags, sk, cookie, tuple, t, netns)
+}
+
+/// The cookie of a cgroup program's socket (assigned now if it had none).
+#[inline(always)]
+fn cookie_of(ctx: &impl EbpfContext) -> u64 {
+    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
 #[cgroup_sock(post_bind4)]
@@ -59,16 +69,16 @@ fn post_bind(ctx: &SockContext, family: u16) {
         tuple.saddr[8..12].copy_from_slice(&ip6[2].to_ne_bytes());
         tuple.saddr[12..16].copy_from_slice(&ip6[3].to_ne_bytes());
     }
-    on_explicit_bind(ctx.as_ptr() as u64, tuple);
+    on_explicit_bind(ctx.as_ptr() as u64, cookie_of(ctx), tuple);
 }
 
 /// A successful bind() of UDP socket `sk`, in the binder's syscall; shared
 /// with the fexit/kretprobe forms on inet_bind/inet6_bind.
 #[inline(always)]
-pub fn on_explicit_bind(sk: u64, tuple: Tuple) {
+pub fn on_explicit_bind(sk: u64, cookie: u64, tuple: Tuple) {
     let t = now();
     let _ = UDP_UNBOUND.remove(&sk);
-    emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, tuple, t));
+    emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, cookie, tuple, t));
 }
 
 #[cgroup_sock(sock_create)]
@@ -77,6 +87,8 @@ pub fn udp_sock_create(ctx: SockContext) -> i32 {
     if s.protocol == IPPROTO_UDP as u32 {
         let sk = ctx.as_ptr() as u64;
         let _ = UDP_UNBOUND.insert(&sk, &sk, 0);
+        // Assigned now, for the bind hook's fexit/kprobe forms to read.
+        let _ = cookie_of(&ctx);
     }
     ALLOW
 }
@@ -91,7 +103,8 @@ pub fn udp_sock_release(ctx: SockContext) -> i32 {
             // A socket that was never bound was never an endpoint.
             if tuple.sport != 0 {
                 let t = now();
-                emit(&current_owner(t), &body(kind::UDP_CLOSE, flags::OWNER_CURRENT, sk, tuple, t));
+                let cookie = cookie_of(&ctx);
+                emit(&current_owner(t), &body(kind::UDP_CLOSE, flags::OWNER_CURRENT, sk, cookie, tuple, t));
             }
         }
     }
@@ -120,6 +133,7 @@ fn remember_connect(ctx: &SockAddrContext) {
         sock: sk as u64,
         kind: kind::UDP_CONNECT,
         flags: if unbound { flags::IMPLICIT_BIND } else { 0 },
+        cookie: cookie_of(ctx),
     };
     let _ = PENDING_UDP.insert(&bpf_get_current_pid_tgid(), &p, 0);
     if unbound {
@@ -154,7 +168,8 @@ fn implicit_bind_on_send(ctx: &SockAddrContext) {
         tuple.dport = 0;
         tuple.daddr = [0; 16];
         let t = now();
-        emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, sk, tuple, t));
+        let cookie = cookie_of(ctx);
+        emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, sk, cookie, tuple, t));
     }
 }
 
@@ -196,10 +211,10 @@ fn try_sys_exit_udp(ctx: &TracePointContext) -> Result<(), i64> {
         let mut bound = tuple;
         bound.dport = 0;
         bound.daddr = [0; 16];
-        emit(&owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, bound, t));
+        emit(&owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, p.cookie, bound, t));
     }
     if p.kind == kind::UDP_CONNECT && ret == 0 {
-        emit(&owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, tuple, t));
+        emit(&owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, p.cookie, tuple, t));
     }
     Ok(())
 }

@@ -166,7 +166,7 @@ impl Tracer {
         // The rescue programs' own misses are not losses: they skip every
         // transition but the ones another program could not see (state.rs).
         // Nor are the misses of the programs the tracepoint checks cover:
-        // they report every call those skipped (kprobe.rs).
+        // they report every call those skipped (kfunc.rs).
         let prog_fds = ebpf
             .programs()
             .filter(|(name, _)| {

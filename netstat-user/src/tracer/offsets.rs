@@ -53,6 +53,8 @@ pub fn resolve(btf: &Btf, sys_exit: Option<&Format>) -> Resolved {
     }
     o.tcp_bytes_acked = btf.member_sized("tcp_sock.bytes_acked", 8).unwrap_or(OFFSET_UNKNOWN);
     o.tcp_bytes_received = btf.member_sized("tcp_sock.bytes_received", 8).unwrap_or(OFFSET_UNKNOWN);
+    // Where the programs cannot ask for the cookie, events carry 0 without it.
+    o.sk_cookie = btf.member_sized("sock.__sk_common.skc_cookie", 8).unwrap_or(OFFSET_UNKNOWN);
     match btf.member_sized("sock.__sk_common.skc_state", 1) {
         Ok(off) => o.sk_state = off,
         Err(e) => missing.push((SK_STATE, e.to_string())),

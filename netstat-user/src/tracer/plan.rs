@@ -9,7 +9,10 @@ use std::{
 
 use aya::{
     Btf as AyaBtf, Ebpf, Endianness,
-    programs::{CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, RawTracePoint, TracePoint, links::CgroupAttachMode},
+    programs::{
+        BtfTracePoint, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, RawTracePoint, TracePoint,
+        links::CgroupAttachMode,
+    },
 };
 use netstat_common::KernelOffsets;
 
@@ -44,9 +47,14 @@ struct Hook {
     essential: bool,
     needs: &'static [Need],
     /// (program, category, tracepoint)
-    tracepoints: &'static [(&'static str, &'static str, &'static str)],
+    tracepoints: &'static [Tracepoint],
     /// cgroup programs (sock or sock_addr), attached to the cgroup v2 root.
     cgroup: &'static [&'static str],
+    /// The same hook's tracepoints for kernels that refuse `tracepoints`,
+    /// tried right after them: plain raw tracepoints where tp_btf with
+    /// bpf_get_socket_cookie does not load (that helper came to tracing
+    /// programs in 5.12). Same events, the cookie read from memory.
+    fallback: &'static [Tracepoint],
     /// The kernel-function forms (fentry.rs, kprobe.rs), each a complete
     /// replacement for `tracepoints` + `cgroup`, with what they need.
     fentry: &'static [Probe],
@@ -63,39 +71,53 @@ enum ProbeKind {
     Fexit,
     Kprobe,
     Kretprobe,
-    /// A raw tracepoint beside a kprobe form (the function is the tracepoint).
-    RawRescue,
+    /// A tp_btf program beside a kprobe or fentry form (the function is the
+    /// tracepoint): reports the calls they missed, and asks for cookies.
+    BtfRescue,
 }
 
 /// (program, kind, kernel function)
 type Probe = (&'static str, ProbeKind, &'static str);
+/// (program, category, tracepoint); category `RAW` or `BTF`, or the tracefs
+/// category of a classic tracepoint.
+type Tracepoint = (&'static str, &'static str, &'static str);
 
 /// Which form of a hook an attempt uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Form {
     Classic,
+    /// `Hook::fallback`.
+    Fallback,
     Fentry,
     Kprobe,
 }
 
 /// Category of a raw tracepoint in `Hook::tracepoints`.
 const RAW: &str = "raw";
+/// Category of a BTF-typed raw tracepoint (tp_btf), which needs aya's parse
+/// of vmlinux BTF to load.
+const BTF: &str = "btf";
 
-use ProbeKind::{Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP, RawRescue as RESCUE};
+use ProbeKind::{BtfRescue as RESCUE, Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP};
 
 const HOOKS: &[Hook] = &[
     Hook {
         name: "tcp_state",
         essential: true,
-        // A raw tracepoint ("raw" category): no tracefs needed, and not
-        // skipped when another BPF program runs on the CPU (see state.rs).
+        // A raw tracepoint, BTF-typed (tp_btf) so that it may ask for the
+        // socket's cookie: no tracefs needed, and not skipped when another
+        // BPF program runs on the CPU (see state.rs).
         needs: &[Need::Offsets(offsets::SOCK)],
         tracepoints: &[
-            ("inet_sock_set_state", RAW, "inet_sock_set_state"),
+            ("inet_sock_set_state_btf", BTF, "inet_sock_set_state"),
             // Attached second: runs after the main program (see state.rs).
-            ("inet_sock_set_state_nested", RAW, "inet_sock_set_state"),
+            ("inet_sock_set_state_btf_nested", BTF, "inet_sock_set_state"),
         ],
         cgroup: &[],
+        fallback: &[
+            ("inet_sock_set_state", RAW, "inet_sock_set_state"),
+            ("inet_sock_set_state_nested", RAW, "inet_sock_set_state"),
+        ],
         // The tracepoint sees every transition in one hook; tcp_set_state
         // misses LISTEN and a child's SYN_RECV, which need two more.
         fentry: &[
@@ -105,7 +127,7 @@ const HOOKS: &[Hook] = &[
             ("fexit_inet_csk_clone_lock_nested", FEX, "inet_csk_clone_lock"),
             // The calls the two fentry programs were skipped for (one of
             // them already running on the CPU): the tracepoint in the same
-            // call reports them (kprobe.rs).
+            // call reports them (kfunc.rs).
             ("inet_sock_set_state_fentry_rescue", RESCUE, "inet_sock_set_state"),
         ],
         kprobe: &[
@@ -115,7 +137,7 @@ const HOOKS: &[Hook] = &[
             ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
             // The calls the kprobes above missed (a kprobe handler or a
             // kprobe/perf-event program already running on the CPU): the
-            // tracepoint in the same call reports them (kprobe.rs).
+            // tracepoint in the same call reports them (kfunc.rs).
             ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
@@ -130,6 +152,7 @@ const HOOKS: &[Hook] = &[
             ("sys_exit_accept", "syscalls", "sys_exit_accept"),
         ],
         cgroup: &[],
+        fallback: &[],
         // The accepted socket comes straight back: no fd walk, no syscall filter.
         fentry: &[("fexit_inet_csk_accept", FEX, "inet_csk_accept")],
         kprobe: &[("kretprobe_inet_csk_accept", KRP, "inet_csk_accept")],
@@ -142,6 +165,7 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2],
         tracepoints: &[],
         cgroup: &["udp_post_bind4", "udp_post_bind6"],
+        fallback: &[],
         // post_bind is exact and needs no offsets; the probes serve hosts
         // without cgroup v2.
         fentry: &[("fexit_inet_bind", FEX, "inet_bind"), ("fexit_inet6_bind", FEX, "inet6_bind")],
@@ -160,6 +184,7 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Tracefs, Need::Offsets(offsets::SYS_EXIT), Need::Offsets(offsets::SOCK)],
         tracepoints: &[("sys_exit_udp", "syscalls", "sys_exit_connect")],
         cgroup: &["udp_connect4", "udp_connect6"],
+        fallback: &[],
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
@@ -171,6 +196,7 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
         tracepoints: &[],
         cgroup: &["udp_sock_create", "udp_sendmsg4", "udp_sendmsg6"],
+        fallback: &[],
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
@@ -182,6 +208,7 @@ const HOOKS: &[Hook] = &[
         needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
         tracepoints: &[],
         cgroup: &["udp_sock_release"],
+        fallback: &[],
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
@@ -319,16 +346,17 @@ fn unmet(p: &Prepared, needs: &[Need]) -> Option<String> {
 fn forms(h: &Hook, backend: Backend) -> Vec<Form> {
     let has = |f: Form| match f {
         Form::Classic => true,
+        Form::Fallback => !h.fallback.is_empty(),
         Form::Fentry => !h.fentry.is_empty(),
         Form::Kprobe => !h.kprobe.is_empty(),
     };
     let order: &[Form] = match backend {
-        Backend::Tracepoint => &[Form::Classic],
+        Backend::Tracepoint => &[Form::Classic, Form::Fallback],
         Backend::Fentry if has(Form::Fentry) => &[Form::Fentry],
         Backend::Kprobe if has(Form::Kprobe) => &[Form::Kprobe],
-        Backend::Fentry | Backend::Kprobe => &[Form::Classic],
-        Backend::Auto if h.prefer_probes => &[Form::Fentry, Form::Kprobe, Form::Classic],
-        Backend::Auto => &[Form::Classic, Form::Fentry, Form::Kprobe],
+        Backend::Fentry | Backend::Kprobe => &[Form::Classic, Form::Fallback],
+        Backend::Auto if h.prefer_probes => &[Form::Fentry, Form::Kprobe, Form::Classic, Form::Fallback],
+        Backend::Auto => &[Form::Classic, Form::Fallback, Form::Fentry, Form::Kprobe],
     };
     order.iter().copied().filter(|f| has(*f)).collect()
 }
@@ -337,7 +365,7 @@ fn probes(h: &Hook, form: Form) -> &'static [Probe] {
     match form {
         Form::Fentry => h.fentry,
         Form::Kprobe => h.kprobe,
-        Form::Classic => &[],
+        Form::Classic | Form::Fallback => &[],
     }
 }
 
@@ -349,7 +377,7 @@ fn probe_mechanism(probes: &[Probe]) -> String {
             ProbeKind::Fexit => "fexit",
             ProbeKind::Kprobe => "kprobe",
             ProbeKind::Kretprobe => "kretprobe",
-            ProbeKind::RawRescue => "missed-call check on raw tracepoint",
+            ProbeKind::BtfRescue => "missed-call check on tp_btf",
         };
         let p = format!("{k} {func}");
         if !parts.contains(&p) {
@@ -361,7 +389,8 @@ fn probe_mechanism(probes: &[Probe]) -> String {
 
 fn form_mechanism(h: &Hook, form: Form) -> String {
     match form {
-        Form::Classic => mechanism(h),
+        Form::Classic => mechanism(h.tracepoints, h.cgroup),
+        Form::Fallback => mechanism(h.fallback, &[]),
         f => probe_mechanism(probes(h, f)),
     }
 }
@@ -418,12 +447,12 @@ fn attach_probes(ebpf: &mut Ebpf, p: &Prepared, probes: &[Probe], loaded: &mut H
                 }
                 k.attach(func, 0).map_err(attach_err)?;
             }
-            ProbeKind::RawRescue => {
-                let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+            ProbeKind::BtfRescue => {
+                let tp: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
                 if loaded.insert(prog) {
-                    tp.load().map_err(|e| load_error(prog, e))?;
+                    tp.load(func, aya_btf(p)?).map_err(|e| load_error(prog, e))?;
                 }
-                tp.attach(func).map_err(attach_err)?;
+                tp.attach().map_err(attach_err)?;
             }
         }
     }
@@ -434,6 +463,7 @@ fn attach_probes(ebpf: &mut Ebpf, p: &Prepared, probes: &[Probe], loaded: &mut H
 fn unload(ebpf: &mut Ebpf, h: &Hook, form: Form, loaded: &mut HashSet<&'static str>) {
     let names: Vec<&'static str> = match form {
         Form::Classic => h.tracepoints.iter().map(|(p, _, _)| *p).chain(h.cgroup.iter().copied()).collect(),
+        Form::Fallback => h.fallback.iter().map(|(p, _, _)| *p).collect(),
         f => probes(h, f).iter().map(|(p, _, _)| *p).collect(),
     };
     for name in names {
@@ -444,6 +474,7 @@ fn unload(ebpf: &mut Ebpf, h: &Hook, form: Form, loaded: &mut HashSet<&'static s
         let _ = match program {
             aya::programs::Program::TracePoint(x) => x.unload(),
             aya::programs::Program::RawTracePoint(x) => x.unload(),
+            aya::programs::Program::BtfTracePoint(x) => x.unload(),
             aya::programs::Program::CgroupSock(x) => x.unload(),
             aya::programs::Program::CgroupSockAddr(x) => x.unload(),
             aya::programs::Program::FEntry(x) => x.unload(),
@@ -472,19 +503,23 @@ fn perf_paranoid_hint(why: &str) -> String {
 fn form_name(form: Form) -> &'static str {
     match form {
         Form::Classic => "tracepoint/cgroup",
+        Form::Fallback => "raw tracepoint",
         Form::Fentry => "fentry/fexit",
         Form::Kprobe => "kprobe",
     }
 }
 
-fn mechanism(h: &Hook) -> String {
-    let mut parts: Vec<String> = h
-        .tracepoints
+fn mechanism(tracepoints: &[Tracepoint], cgroup: &[&str]) -> String {
+    let mut parts: Vec<String> = tracepoints
         .iter()
-        .map(|(_, c, n)| if *c == RAW { format!("raw tracepoint {n}") } else { format!("tracepoint {c}:{n}") })
+        .map(|(_, c, n)| match *c {
+            RAW => format!("raw tracepoint {n}"),
+            BTF => format!("tp_btf {n}"),
+            _ => format!("tracepoint {c}:{n}"),
+        })
         .collect();
     parts.dedup();
-    parts.extend(h.cgroup.iter().map(|p| format!("cgroup {}", p.trim_start_matches("udp_"))));
+    parts.extend(cgroup.iter().map(|p| format!("cgroup {}", p.trim_start_matches("udp_"))));
     parts.join(", ")
 }
 
@@ -501,9 +536,23 @@ fn load_error(prog: &str, e: aya::programs::ProgramError) -> String {
     }
 }
 
-fn attach_hook(ebpf: &mut Ebpf, p: &Prepared, h: &Hook, loaded: &mut HashSet<&'static str>) -> Result<(), String> {
-    for (prog, cat, name) in h.tracepoints {
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    p: &Prepared,
+    tracepoints: &'static [Tracepoint],
+    cgroup: &'static [&'static str],
+    loaded: &mut HashSet<&'static str>,
+) -> Result<(), String> {
+    for (prog, cat, name) in tracepoints {
         let program = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing from the object"))?;
+        if *cat == BTF {
+            let tp: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
+            if loaded.insert(prog) {
+                tp.load(name, aya_btf(p)?).map_err(|e| load_error(prog, e))?;
+            }
+            tp.attach().map_err(|e| format!("attaching tp_btf {name}: {}", one_line(&e.to_string())))?;
+            continue;
+        }
         if *cat == RAW {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{prog}: {e}"))?;
             if loaded.insert(prog) {
@@ -518,7 +567,7 @@ fn attach_hook(ebpf: &mut Ebpf, p: &Prepared, h: &Hook, loaded: &mut HashSet<&'s
         }
         tp.attach(cat, name).map_err(|e| format!("attaching {cat}:{name}: {}", one_line(&e.to_string())))?;
     }
-    for prog in h.cgroup {
+    for prog in cgroup {
         let cg_path = p.cgroup2.as_ref().map_err(|e| e.clone())?;
         let cg = File::open(cg_path).map_err(|e| format!("opening {}: {e}", cg_path.display()))?;
         let program = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing from the object"))?;
@@ -555,11 +604,12 @@ pub fn attach(ebpf: &mut Ebpf, p: &Prepared) -> anyhow::Result<Vec<HookReport>> 
         let mut passed_over: Vec<String> = Vec::new();
         let mut chosen = None;
         for form in forms(h, p.backend) {
-            let needs = if form == Form::Classic { h.needs } else { h.probe_needs };
+            let needs = if matches!(form, Form::Classic | Form::Fallback) { h.needs } else { h.probe_needs };
             let res = match unmet(p, needs) {
                 Some(why) => Err(why),
                 None => match form {
-                    Form::Classic => attach_hook(ebpf, p, h, &mut loaded),
+                    Form::Classic => attach_hook(ebpf, p, h.tracepoints, h.cgroup, &mut loaded),
+                    Form::Fallback => attach_hook(ebpf, p, h.fallback, &[], &mut loaded),
                     f => attach_probes(ebpf, p, probes(h, f), &mut loaded),
                 },
             };

@@ -1,6 +1,8 @@
 //! `pair`: a server process and a client process with their own names; the
 //! client makes N sequential connections, each closed by the client (or the
-//! server with --server-close-first). Each process prints its own lines.
+//! server with --server-close-first). Each process prints its own lines;
+//! with --cookies, every connection's SO_COOKIE on both ends, asked once the
+//! connection is established (client) or accepted (server).
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr},
@@ -33,15 +35,19 @@ pub struct Args {
     server_close_first: bool,
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Print each end's socket cookie: in the client's `conn` lines, and in
+    /// one `accepted` line per connection from the server.
+    #[arg(long)]
+    cookies: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
     let listen_on = SocketAddr::new(a.addr, a.port);
     let (mut from_server, mut to_parent) = sys::pipe()?;
-    let (count, hold, scf) = (a.count, sys::ms(a.hold_ms), a.server_close_first);
+    let (count, hold, scf, cookies) = (a.count, sys::ms(a.hold_ms), a.server_close_first, a.cookies);
     let server = sys::fork_named(&a.server_name, a.seconds, || {
-        match serve(listen_on, count, hold, scf, &mut to_parent) {
+        match serve(listen_on, count, hold, scf, cookies, &mut to_parent) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("netstat-load pair server: {e:#}");
@@ -57,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("server did not start: {e}");
         }
     };
-    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf) {
+    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, cookies) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("netstat-load pair client: {e:#}");
@@ -76,14 +82,19 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, report: &mut impl Write) -> Result<()> {
+fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, cookies: bool, report: &mut impl Write) -> Result<()> {
     let l = sys::tcp_listen(&addr, 4096).with_context(|| format!("listen on {addr}"))?;
     let listen = l.local_addr()?;
     sys::emit(&json!({"role": "server", "pid": std::process::id(), "listen": listen.to_string()}));
     writeln!(report, "{listen}")?;
     let mut buf = [0u8; 4096];
-    for _ in 0..count {
-        let (mut s, _) = l.accept().context("accept")?;
+    for i in 0..count {
+        let (mut s, peer) = l.accept().context("accept")?;
+        if cookies {
+            let fd = s.as_raw_fd();
+            let (local, cookie) = (sys::local_addr(fd)?, sys::cookie(fd).context("SO_COOKIE")?);
+            sys::emit(&json!({"accepted": i, "local": local.to_string(), "remote": peer.to_string(), "cookie": cookie}));
+        }
         if close_first {
             std::thread::sleep(hold);
         } else {
@@ -94,19 +105,24 @@ fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, report
     Ok(())
 }
 
-fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool) -> Result<()> {
+fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, cookies: bool) -> Result<()> {
     sys::emit(&json!({"role": "client", "pid": std::process::id()}));
     let mut buf = [0u8; 4096];
     for i in 0..count {
         let mut s = sys::tcp_connect_from(None, &dst, false).with_context(|| format!("connect to {dst}"))?;
         let local = sys::local_addr(s.as_raw_fd())?;
+        let cookie = if cookies { Some(sys::cookie(s.as_raw_fd()).context("SO_COOKIE")?) } else { None };
         if server_closes {
             while s.read(&mut buf).is_ok_and(|n| n > 0) {}
         } else if !hold.is_zero() {
             std::thread::sleep(hold);
         }
         drop(s);
-        sys::emit(&json!({"conn": i, "local": local.to_string(), "remote": dst.to_string()}));
+        let mut line = json!({"conn": i, "local": local.to_string(), "remote": dst.to_string()});
+        if let Some(c) = cookie {
+            line["cookie"] = c.into();
+        }
+        sys::emit(&line);
     }
     Ok(())
 }

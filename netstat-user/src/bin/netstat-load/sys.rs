@@ -171,6 +171,18 @@ pub fn peer_addr(fd: RawFd) -> io::Result<Option<SocketAddr>> {
     }
 }
 
+/// The socket's cookie (getsockopt SOL_SOCKET SO_COOKIE): the kernel's own
+/// identity for it, as sock_diag and bpf_get_socket_cookie report it. Asking
+/// assigns one if the socket had none, so tests ask only after the events
+/// they check.
+pub fn cookie(fd: RawFd) -> io::Result<u64> {
+    const SO_COOKIE: libc::c_int = 57;
+    let mut v: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    check(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, SO_COOKIE, (&mut v as *mut u64).cast(), &mut len) })?;
+    Ok(v)
+}
+
 fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

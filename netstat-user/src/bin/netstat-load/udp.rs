@@ -1,5 +1,6 @@
 //! `udp`: one UDP socket in a process named NAME, with bind, connect and
 //! sendto done in that order (each optional), so implicit binds can be seen.
+//! Its line gives the socket's SO_COOKIE, asked after those calls.
 use std::{net::SocketAddr, os::fd::AsRawFd, time::Duration};
 
 use anyhow::{Context as _, Result};
@@ -40,10 +41,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let local = sys::local_addr(fd)?;
     let remote = sys::peer_addr(fd)?;
+    let cookie = sys::cookie(fd).context("SO_COOKIE")?;
     sys::emit(&json!({
         "pid": std::process::id(),
         "local": local.to_string(),
         "remote": remote.map(|r| r.to_string()),
+        "cookie": cookie,
     }));
     std::thread::sleep(Duration::from_millis(a.hold_ms.min(a.seconds * 1000)));
     drop(sock);
