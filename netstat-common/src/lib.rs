@@ -271,9 +271,11 @@ pub mod lost {
     /// Not a loss: transitions the nested-state program handled because the
     /// main one was skipped for recursion (subtracted from its misses).
     pub const RESCUED: u32 = 3;
-    /// Not a loss: tcp_set_state calls the kprobe form missed and its
-    /// tracepoint check reported instead (kfunc.rs in netstat-ebpf). A
-    /// diagnostic only (`bpftool map dump`); user space does not read it.
+    /// Not a loss: tcp_set_state calls the kprobe form missed, or left to
+    /// the check because the socket had no cookie yet (its first
+    /// transition), and its tracepoint check reported instead (kfunc.rs in
+    /// netstat-ebpf). A diagnostic only (`bpftool map dump`); user space
+    /// does not read it.
     pub const KPROBE_RESCUED: u32 = 4;
     pub const COUNT: u32 = 5;
     /// `BPF_F_MMAPABLE`: user space maps the counters instead of looking
