@@ -1,0 +1,185 @@
+//! The hooks: what each needs and the forms it can take (tracepoint or
+//! cgroup, fentry/fexit, kprobe). Data only; `attach` acts on it.
+use super::super::offsets;
+
+#[derive(Clone, Copy)]
+pub(super) enum Need {
+    Tracefs,
+    Cgroup2,
+    Offsets(&'static str),
+}
+
+pub(super) struct Hook {
+    pub(super) name: &'static str,
+    pub(super) essential: bool,
+    pub(super) needs: &'static [Need],
+    /// (program, category, tracepoint)
+    pub(super) tracepoints: &'static [Tracepoint],
+    /// cgroup programs (sock or sock_addr), attached to the cgroup v2 root.
+    pub(super) cgroup: &'static [&'static str],
+    /// The same hook's tracepoints for kernels that refuse `tracepoints`,
+    /// tried right after them: plain raw tracepoints where tp_btf with
+    /// bpf_get_socket_cookie does not load (that helper came to tracing
+    /// programs in 5.12). Same events, the cookie read from memory.
+    pub(super) fallback: &'static [Tracepoint],
+    /// The kernel-function forms (fentry.rs, kprobe.rs), each a complete
+    /// replacement for `tracepoints` + `cgroup`, with what they need.
+    pub(super) fentry: &'static [Probe],
+    pub(super) kprobe: &'static [Probe],
+    pub(super) probe_needs: &'static [Need],
+    /// Under `--backend auto`, try fentry, then kprobe, before the
+    /// tracepoint/cgroup form (otherwise after it).
+    pub(super) prefer_probes: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum ProbeKind {
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+    /// A tp_btf program beside a kprobe or fentry form (the function is the
+    /// tracepoint): reports the calls they missed, and asks for cookies.
+    BtfRescue,
+}
+
+/// (program, kind, kernel function)
+pub(super) type Probe = (&'static str, ProbeKind, &'static str);
+/// (program, category, tracepoint); category `RAW` or `BTF`, or the tracefs
+/// category of a classic tracepoint.
+pub(super) type Tracepoint = (&'static str, &'static str, &'static str);
+
+/// Which form of a hook an attempt uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Form {
+    Classic,
+    /// `Hook::fallback`.
+    Fallback,
+    Fentry,
+    Kprobe,
+}
+
+/// Category of a raw tracepoint in `Hook::tracepoints`.
+pub(super) const RAW: &str = "raw";
+/// Category of a BTF-typed raw tracepoint (tp_btf), which needs aya's parse
+/// of vmlinux BTF to load.
+pub(super) const BTF: &str = "btf";
+
+use ProbeKind::{BtfRescue as RESCUE, Fentry as FEN, Fexit as FEX, Kprobe as KP, Kretprobe as KRP};
+
+pub(super) const HOOKS: &[Hook] = &[
+    Hook {
+        name: "tcp_state",
+        essential: true,
+        // A raw tracepoint, BTF-typed (tp_btf) so that it may ask for the
+        // socket's cookie: no tracefs needed, and not skipped when another
+        // BPF program runs on the CPU (see state.rs).
+        needs: &[Need::Offsets(offsets::SOCK)],
+        tracepoints: &[
+            ("inet_sock_set_state_btf", BTF, "inet_sock_set_state"),
+            // Attached second: runs after the main program (see state.rs).
+            ("inet_sock_set_state_btf_nested", BTF, "inet_sock_set_state"),
+        ],
+        cgroup: &[],
+        fallback: &[
+            ("inet_sock_set_state", RAW, "inet_sock_set_state"),
+            ("inet_sock_set_state_nested", RAW, "inet_sock_set_state"),
+        ],
+        // The tracepoint sees every transition in one hook; tcp_set_state
+        // misses LISTEN and a child's SYN_RECV, which need two more.
+        fentry: &[
+            ("fentry_tcp_set_state", FEN, "tcp_set_state"),
+            ("fentry_inet_csk_listen_start", FEN, "inet_csk_listen_start"),
+            ("fexit_inet_csk_clone_lock", FEX, "inet_csk_clone_lock"),
+            ("fexit_inet_csk_clone_lock_nested", FEX, "inet_csk_clone_lock"),
+            // The calls the two fentry programs were skipped for (one of
+            // them already running on the CPU): the tracepoint in the same
+            // call reports them (kfunc.rs).
+            ("inet_sock_set_state_fentry_rescue", RESCUE, "inet_sock_set_state"),
+        ],
+        kprobe: &[
+            ("kprobe_tcp_set_state", KP, "tcp_set_state"),
+            ("kprobe_inet_csk_listen_start", KP, "inet_csk_listen_start"),
+            ("kprobe_inet_csk_clone_lock", KP, "inet_csk_clone_lock"),
+            ("kretprobe_inet_csk_clone_lock", KRP, "inet_csk_clone_lock"),
+            // The calls the kprobes above missed (a kprobe handler or a
+            // kprobe/perf-event program already running on the CPU): the
+            // tracepoint in the same call reports them (kfunc.rs).
+            ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
+        ],
+        probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "tcp_accept",
+        essential: false,
+        needs: &[Need::Tracefs, Need::Offsets(offsets::SYS_EXIT), Need::Offsets(offsets::FD_WALK), Need::Offsets(offsets::SOCK)],
+        tracepoints: &[
+            ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
+            ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+        ],
+        cgroup: &[],
+        fallback: &[],
+        // The accepted socket comes straight back: no fd walk, no syscall filter.
+        fentry: &[("fexit_inet_csk_accept", FEX, "inet_csk_accept")],
+        kprobe: &[("kretprobe_inet_csk_accept", KRP, "inet_csk_accept")],
+        probe_needs: &[Need::Offsets(offsets::SOCK)],
+        prefer_probes: true,
+    },
+    Hook {
+        name: "udp_bind",
+        essential: false,
+        needs: &[Need::Cgroup2],
+        tracepoints: &[],
+        cgroup: &["udp_post_bind4", "udp_post_bind6"],
+        fallback: &[],
+        // post_bind is exact and needs no offsets; the probes serve hosts
+        // without cgroup v2.
+        fentry: &[("fexit_inet_bind", FEX, "inet_bind"), ("fexit_inet6_bind", FEX, "inet6_bind")],
+        kprobe: &[
+            ("kprobe_inet_bind", KP, "inet_bind"),
+            ("kretprobe_inet_bind", KRP, "inet_bind"),
+            ("kprobe_inet_bind", KP, "inet6_bind"),
+            ("kretprobe_inet_bind", KRP, "inet6_bind"),
+        ],
+        probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::FD_WALK)],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "udp_connect",
+        essential: false,
+        needs: &[Need::Cgroup2, Need::Tracefs, Need::Offsets(offsets::SYS_EXIT), Need::Offsets(offsets::SOCK)],
+        tracepoints: &[("sys_exit_udp", "syscalls", "sys_exit_connect")],
+        cgroup: &["udp_connect4", "udp_connect6"],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "udp_implicit_bind",
+        essential: false,
+        needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
+        tracepoints: &[],
+        cgroup: &["udp_sock_create", "udp_sendmsg4", "udp_sendmsg6"],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "udp_close",
+        essential: false,
+        needs: &[Need::Cgroup2, Need::Offsets(offsets::SOCK)],
+        tracepoints: &[],
+        cgroup: &["udp_sock_release"],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+];
+
