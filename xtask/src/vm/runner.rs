@@ -82,10 +82,10 @@ pub fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Op
                 if let Some(b) = line.strip_prefix("bench: ") {
                     bench.push(b.to_string());
                 }
-                if let Some(r) = line.strip_prefix("probe-report: ") {
-                    if !r.starts_with("HOOK ") {
-                        report.push(r.split_whitespace().collect::<Vec<_>>().join(" "));
-                    }
+                if let Some(r) = line.strip_prefix("probe-report: ")
+                    && !r.starts_with("HOOK ")
+                {
+                    report.push(r.split_whitespace().collect::<Vec<_>>().join(" "));
                 }
                 if let Some(r) = line.strip_prefix("test result: ") {
                     let num = |what: &str| -> u32 {
@@ -139,7 +139,7 @@ pub fn clean(line: &[u8]) -> String {
                 // CSI: ESC [ params final-byte; other escapes: ESC + one char.
                 if chars.peek() == Some(&'[') {
                     chars.next();
-                    while let Some(c) = chars.next() {
+                    for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
                             break;
                         }
