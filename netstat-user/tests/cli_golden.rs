@@ -2,8 +2,9 @@
 //! trees (tests/fixtures/*, made by make_fixtures.py): IPv6, v4-mapped
 //! addresses, truncated lines, counters beyond u64, hostile process names,
 //! a missing IPv6 stack. With a fixture proc root netstat reads /proc/net/*
-//! (netlink cannot describe a fixture). Set NETSTAT_UPDATE_GOLDEN=1 to
-//! rewrite the expected files after a deliberate change, then review the diff.
+//! (netlink cannot describe a fixture). These tests only compare: after a
+//! deliberate change, `cargo xtask bless` rewrites the expected files (and
+//! refuses under CI=true); review the diff.
 use std::{path::PathBuf, process::Command};
 
 fn fixtures() -> PathBuf {
@@ -32,10 +33,13 @@ fn golden(tree: &str, name: &str, args: &[&str]) {
     assert_eq!(code, 0, "netstat {args:?} failed: {err}");
     assert!(err.is_empty(), "netstat {args:?} wrote to stderr: {err}");
     let path = fixtures().join(tree).join("golden").join(format!("{name}.txt"));
-    if std::env::var_os("NETSTAT_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &out).unwrap();
-        return;
+    // `cargo xtask bless` asks for what each case printed, in a scratch
+    // directory of its own (<dir>/<tree>/<name>.txt, never the golden
+    // layout); copying it over the expected files is its job, not ours.
+    if let Some(dir) = std::env::var_os("NETSTAT_GOLDEN_ACTUAL") {
+        let actual = PathBuf::from(dir).join(tree).join(format!("{name}.txt"));
+        std::fs::create_dir_all(actual.parent().unwrap()).unwrap();
+        std::fs::write(&actual, &out).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if out != want {

@@ -35,8 +35,18 @@ pub fn write_json(report: &[HookReport], btf: &Path, offsets: &[(String, Option<
         match &r.status {
             HookStatus::Attached => {
                 h.str("status", "attached");
-                h.text("mechanism", r.mechanism.as_bytes());
-                h.null("reason");
+                // "MECHANISM (why the forms before it were passed over)":
+                // mechanism names hold no parenthesis.
+                match r.mechanism.split_once(" (") {
+                    Some((m, why)) => {
+                        h.text("mechanism", m.as_bytes());
+                        h.text("reason", why.strip_suffix(')').unwrap_or(why).as_bytes());
+                    }
+                    None => {
+                        h.text("mechanism", r.mechanism.as_bytes());
+                        h.null("reason");
+                    }
+                }
             }
             HookStatus::Skipped(why) => {
                 h.str("status", "skipped");

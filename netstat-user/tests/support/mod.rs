@@ -38,13 +38,18 @@ pub fn ep(v: &Value) -> String {
     if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
 }
 
-/// A unique, distinctive process name (comm holds 15 bytes).
+/// A unique, distinctive process name (comm holds 15 bytes): the prefix,
+/// this test process's PID and a per-call number, so two calls never give
+/// the same name. The prefix is what gets shortened, never the number.
 pub fn name(prefix: &str) -> String {
-    let n = std::process::id() % 10000;
-    let t = Instant::now().elapsed().subsec_nanos() % 100;
-    let mut s = format!("{prefix}{n}{t}");
-    s.truncate(15);
-    s
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let suffix = format!("{}-{call}", std::process::id() % 10000);
+    let mut keep = prefix.len().min(15usize.saturating_sub(suffix.len()));
+    while !prefix.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &prefix[..keep])
 }
 
 /// A running `netstat --stream --json`, its events collected by a thread.

@@ -1,0 +1,68 @@
+//! The bench command line and the binaries under test. Knows nothing of
+//! the figures themselves.
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5] [--churn-seconds S] [--out PATH]
+
+Runs the five figures of issue 6 (needs root) and writes bench/RESULTS.md.
+  --runs N            timed runs per command (default 5; 3 for commands slower than 5 s)
+  --no-100k           skip the 100k-connection step of figures 1 and 4 (saves ~3 minutes)
+  --only LIST         only these figures
+  --churn-seconds S   length of each churn run in figures 3 and 5 (default 5)
+  --out PATH          where to write the results (default bench/RESULTS.md)";
+
+pub struct Opts {
+    pub runs: usize,
+    pub big: bool,
+    /// `--only`: these figures; all when None.
+    pub only: Option<Vec<u8>>,
+    pub churn_seconds: u64,
+    pub out: PathBuf,
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Option<Opts>> {
+        let mut o = Opts {
+            runs: 5,
+            big: true,
+            only: None,
+            churn_seconds: 5,
+            out: crate::root().join("bench/RESULTS.md"),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
+            match a.as_str() {
+                "--runs" => o.runs = val()?.parse().context("--runs")?,
+                "--no-100k" => o.big = false,
+                "--only" => {
+                    o.only = Some(val()?.split(',').map(|f| f.trim().parse()).collect::<Result<_, _>>().context("--only")?)
+                }
+                "--churn-seconds" => o.churn_seconds = val()?.parse().context("--churn-seconds")?,
+                "--out" => o.out = PathBuf::from(val()?),
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    return Ok(None);
+                }
+                other => bail!("unknown bench option '{other}'\n{USAGE}"),
+            }
+        }
+        if o.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        Ok(Some(o))
+    }
+
+    pub fn wants(&self, figure: u8) -> bool {
+        self.only.as_ref().is_none_or(|f| f.contains(&figure))
+    }
+}
+
+/// The binaries under test.
+pub struct Bins {
+    pub netstat: PathBuf,
+    pub load: PathBuf,
+    pub nettools: PathBuf,
+}
