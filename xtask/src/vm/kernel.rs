@@ -36,9 +36,12 @@ pub struct Kernel {
 
 /// Modules the tests need that Debian builds as modules (BPF itself needs
 /// none): veth for the namespace tests. Paths under kernel/.
-const MODULES: &[&str] = &["drivers/net/veth"];
+/// inet_diag, tcp_diag and udp_diag give sock_diag its TCP and UDP dumps
+/// (the live table needs their socket cookies; `ss` needs them for `sk:`);
+/// /init loads them in name order, inet_diag first as the others need it.
+const MODULES: &[&str] = &["drivers/net/veth", "net/ipv4/inet_diag", "net/ipv4/tcp_diag", "net/ipv4/udp_diag"];
 /// Marks a cache entry that holds everything this version of the xtask needs.
-const CACHE_COMPLETE: &str = "complete-v2";
+const CACHE_COMPLETE: &str = "complete-v3";
 
 /// The image package the meta-package currently depends on.
 pub fn resolve_package(spec: &KernelSpec) -> Option<String> {
