@@ -53,7 +53,9 @@ fn parse_endpoint(s: &str, ipv6: bool) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = if ipv6 {
-        if addr.len() != 32 {
+        // 32 hex digits; anything else (multi-byte characters included,
+        // which would not split at byte offsets) is malformed.
+        if addr.len() != 32 || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut b = [0u8; 16];
@@ -70,6 +72,16 @@ fn parse_endpoint(s: &str, ipv6: bool) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz pass: a 32-byte address with a multi-byte
+    /// character across a word boundary panicked instead of being skipped.
+    #[test]
+    fn a_non_hex_ipv6_address_is_skipped() {
+        let hostile = format!("{}\u{e9}{}:0050", "0".repeat(15), "0".repeat(15));
+        assert_eq!(hostile.split(':').next().unwrap().len(), 32);
+        assert_eq!(parse_endpoint(&hostile, true), None);
+        assert!(parse_endpoint("00000000000000000000000001000000:0050", true).is_some());
+    }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
