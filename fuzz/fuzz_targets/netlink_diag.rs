@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 use netstat_user::{
     model::Proto,
-    netlink::{DumpSpec, parse_diag_msg},
+    sources::netlink::{DumpSpec, parse_diag_msg},
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,10 @@
 #![no_main]
 //! Every /proc and /etc text parser on the same arbitrary text.
 use libfuzzer_sys::fuzz_target;
-use netstat_user::{model::Proto, proc, resolve};
+use netstat_user::{
+    model::Proto,
+    sources::{proc, resolve},
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

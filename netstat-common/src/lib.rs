@@ -155,16 +155,15 @@ pub struct Listener {
 }
 const _: () = assert!(core::mem::size_of::<Listener>() == 48);
 
-/// Value of `PENDING_UDP`, keyed by thread id: a UDP connect or first send
-/// seen in a cgroup hook, completed at syscall exit.
+/// Value of `PENDING_UDP`, keyed by thread id: a UDP connect seen in the
+/// cgroup hook, completed at the connect syscall's exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingUdp {
     pub sock: u64,
-    /// `kind::UDP_CONNECT` or `kind::UDP_BIND` (implicit bind by a send).
-    pub kind: u32,
     /// `flags::IMPLICIT_BIND` when the socket had no local port yet.
     pub flags: u32,
+    pub _pad: u32,
     /// The socket's cookie, from the cgroup hook (the syscall-exit
     /// tracepoint that completes the record cannot ask for it).
     pub cookie: u64,

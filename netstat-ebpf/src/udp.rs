@@ -131,8 +131,8 @@ fn remember_connect(ctx: &SockAddrContext) {
     let unbound = unsafe { (*sk).src_port } == 0;
     let p = PendingUdp {
         sock: sk as u64,
-        kind: kind::UDP_CONNECT,
         flags: if unbound { flags::IMPLICIT_BIND } else { 0 },
+        _pad: 0,
         cookie: cookie_of(ctx),
     };
     let _ = PENDING_UDP.insert(&bpf_get_current_pid_tgid(), &p, 0);
@@ -213,7 +213,7 @@ fn try_sys_exit_udp(ctx: &TracePointContext) -> Result<(), i64> {
         bound.daddr = [0; 16];
         emit(&owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, p.cookie, bound, t));
     }
-    if p.kind == kind::UDP_CONNECT && ret == 0 {
+    if ret == 0 {
         emit(&owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, p.cookie, tuple, t));
     }
     Ok(())
