@@ -1,6 +1,8 @@
 //! `pair`: a server process and a client process with their own names; the
 //! client makes N sequential connections, each closed by the client (or the
-//! server with --server-close-first). Each process prints its own lines.
+//! server with --server-close-first). Each process prints its own lines;
+//! with --timestamps each end also says when it opened and closed each one,
+//! so tests can tell which time window a connection's events fall in.
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr},
@@ -33,15 +35,20 @@ pub struct Args {
     server_close_first: bool,
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Add CLOCK_REALTIME ns to each connection line (`opened_ns` before the
+    /// connect, `closed_ns` after the close) and print one line per
+    /// accepted connection from the server (`accepted`, with its `closed_ns`).
+    #[arg(long)]
+    timestamps: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
     let listen_on = SocketAddr::new(a.addr, a.port);
     let (mut from_server, mut to_parent) = sys::pipe()?;
-    let (count, hold, scf) = (a.count, sys::ms(a.hold_ms), a.server_close_first);
+    let (count, hold, scf, stamps) = (a.count, sys::ms(a.hold_ms), a.server_close_first, a.timestamps);
     let server = sys::fork_named(&a.server_name, a.seconds, || {
-        match serve(listen_on, count, hold, scf, &mut to_parent) {
+        match serve(listen_on, count, hold, scf, stamps, &mut to_parent) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("netstat-load pair server: {e:#}");
@@ -57,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("server did not start: {e}");
         }
     };
-    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf) {
+    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, stamps) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("netstat-load pair client: {e:#}");
@@ -76,28 +83,32 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, report: &mut impl Write) -> Result<()> {
+fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, stamps: bool, report: &mut impl Write) -> Result<()> {
     let l = sys::tcp_listen(&addr, 4096).with_context(|| format!("listen on {addr}"))?;
     let listen = l.local_addr()?;
     sys::emit(&json!({"role": "server", "pid": std::process::id(), "listen": listen.to_string()}));
     writeln!(report, "{listen}")?;
     let mut buf = [0u8; 4096];
-    for _ in 0..count {
-        let (mut s, _) = l.accept().context("accept")?;
+    for i in 0..count {
+        let (mut s, peer) = l.accept().context("accept")?;
         if close_first {
             std::thread::sleep(hold);
         } else {
             while s.read(&mut buf).is_ok_and(|n| n > 0) {}
         }
         drop(s);
+        if stamps {
+            sys::emit(&json!({"accepted": i, "local": listen.to_string(), "remote": peer.to_string(), "closed_ns": sys::realtime_ns()}));
+        }
     }
     Ok(())
 }
 
-fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool) -> Result<()> {
+fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, stamps: bool) -> Result<()> {
     sys::emit(&json!({"role": "client", "pid": std::process::id()}));
     let mut buf = [0u8; 4096];
     for i in 0..count {
+        let opened = sys::realtime_ns();
         let mut s = sys::tcp_connect_from(None, &dst, false).with_context(|| format!("connect to {dst}"))?;
         let local = sys::local_addr(s.as_raw_fd())?;
         if server_closes {
@@ -106,7 +117,12 @@ fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool)
             std::thread::sleep(hold);
         }
         drop(s);
-        sys::emit(&json!({"conn": i, "local": local.to_string(), "remote": dst.to_string()}));
+        let mut line = json!({"conn": i, "local": local.to_string(), "remote": dst.to_string()});
+        if stamps {
+            line["opened_ns"] = opened.into();
+            line["closed_ns"] = sys::realtime_ns().into();
+        }
+        sys::emit(&line);
     }
     Ok(())
 }
