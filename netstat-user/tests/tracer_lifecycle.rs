@@ -26,6 +26,63 @@ fn tiny_ring_reports_losses() {
     }
 }
 
+/// Bytes one event takes in the BPF ring: an 8-byte record header and the
+/// 136-byte event, rounded to 8.
+const RING_RECORD: u64 = 8 + 136;
+
+/// A stream whose consumer is stopped (SIGSTOP) while `count` connections
+/// happen in a namespace of the test's own, then resumed and stopped:
+/// (exit status, all lines, stderr, our connections' account).
+fn with_stopped_consumer(ring: u64, count: usize) -> (std::process::ExitStatus, Vec<Value>, String, loss::PairAccount) {
+    let ns = Netns::new("fol");
+    let netns = ns.inode();
+    let stream = Stream::start(&["--ring-size", &ring.to_string(), "--fail-on-loss"]);
+    stream.signal(libc::SIGSTOP);
+    let (srv, cli) = (name("fsrv"), name("fcli"));
+    let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps"]);
+    let conns = loss::pair_conns(&out);
+    assert_eq!(conns.len(), count);
+    stream.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, events, err) = stream.stop_with(libc::SIGTERM);
+    let ours: Vec<Value> = events.iter().filter(|e| e["netns"] == netns).cloned().collect();
+    let acct = loss::account_pair(&conns, &ours);
+    assert!(acct.unexplained.is_empty(), "events in our namespace that are no connection's: {:#?}", acct.unexplained);
+    (status, events, err, acct)
+}
+
+/// `--fail-on-loss` exits 3 exactly when events were lost, made certain:
+/// with the smallest ring (4096 bytes: 28 events) and its consumer stopped,
+/// 30 connections (330 events) cannot fit, so at least 330 - 28 are lost
+/// whatever else the machine does; with an 8 MiB ring the same scene loses
+/// nothing, and every one of our events arrives.
+#[test]
+fn fail_on_loss_exits_3_exactly_when_events_are_lost() {
+    let count = 30;
+    let expected = count as u64 * loss::PER_CONNECTION;
+    let ring = 4096;
+    let (status, events, err, acct) = with_stopped_consumer(ring, count);
+    let lost: u64 = events.iter().filter(|e| e["type"] == "lost").map(|e| e["count"].as_u64().unwrap()).sum();
+    let cannot_fit = expected - ring / RING_RECORD;
+    assert!(
+        lost >= cannot_fit,
+        "{ring}-byte ring, consumer stopped over {expected} events: {lost} reported lost, {} of ours delivered; at least {cannot_fit} cannot have fit",
+        acct.delivered
+    );
+    assert!(acct.delivered + lost >= expected, "{} delivered + {lost} lost < {expected}", acct.delivered);
+    assert_eq!(status.code(), Some(3), "--fail-on-loss with {lost} lost: status {status}, stderr {err}");
+    let line = format!("netstat: {lost} kernel events lost (ring buffer {ring} bytes; raise --ring-size)");
+    assert_eq!(err.lines().filter(|l| !l.starts_with("netstat: warning:")).collect::<Vec<_>>(), [line.as_str()], "stderr: {err}");
+
+    let (status, events, err, acct) = with_stopped_consumer(8 << 20, count);
+    let lost: Vec<&Value> = events.iter().filter(|e| e["type"] == "lost").collect();
+    assert!(lost.is_empty(), "an 8 MiB ring lost events: {lost:?}");
+    assert!(status.success(), "--fail-on-loss without loss: status {status}, stderr {err}");
+    assert!(!err.contains("lost"), "{err}");
+    assert!(acct.gaps.is_empty(), "with nothing lost, every event of our {count} connections arrives: {:#?}", acct.gaps);
+    assert_eq!(acct.delivered, expected);
+}
+
 /// BPF program ids that process `pid` holds open (program and link fds
 /// carry `prog_id:` in /proc/PID/fdinfo).
 fn programs_of(pid: u32) -> HashSet<u64> {
