@@ -199,11 +199,14 @@ pub fn account_pair(conns: &[PairConn], events: &[Value]) -> PairAccount {
 /// server end is the one on a `listeners` address), a group holding as many
 /// connections as its most repeated place (a port may come back within a
 /// run). Each connection has 11 events, as a `pair` one. A connection's
-/// missing events happened after its connect (`slack_ns` before its first
-/// delivered event) and before the run ended: the accept thread may close
-/// it much later than the client did. CLOSED->SYN_SENT, which has no local
-/// port yet, and connections of which nothing arrived are pooled: `made`
-/// of each were expected, anywhere in `run`.
+/// missing events happened after its connect and before the run ended (the
+/// accept thread may accept and close it long after the client is done):
+/// the connect is dated by the earliest of its handshake events that
+/// arrived (client SYN_SENT->ESTABLISHED, server LISTENING->SYN_RECEIVED and
+/// SYN_RECEIVED->ESTABLISHED, all within the client's connect; `slack_ns`
+/// before it), or is anywhere in `run` when none did. CLOSED->SYN_SENT,
+/// which has no local port yet, and connections of which nothing arrived
+/// are pooled: `made` of each were expected, anywhere in `run`.
 pub fn account_churn(made: u64, listeners: &[String], events: &[Value], run: (i128, i128), slack_ns: i128) -> PairAccount {
     use std::collections::HashMap;
     let step = |old: &str| match old {
@@ -214,7 +217,7 @@ pub fn account_churn(made: u64, listeners: &[String], events: &[Value], run: (i1
         "LAST_ACK" | "FIN_WAIT_2" | "CLOSING" => Some(4),
         _ => None,
     };
-    let mut groups: HashMap<(String, String), (Vec<u32>, i128)> = HashMap::new();
+    let mut groups: HashMap<(String, String), (Vec<u32>, Option<i128>)> = HashMap::new();
     let mut unexplained = Vec::new();
     let mut syn_sent = 0u64;
     for e in events.iter().filter(|e| e["type"] != "lost") {
@@ -244,14 +247,16 @@ pub fn account_churn(made: u64, listeners: &[String], events: &[Value], run: (i1
             continue;
         };
         let key = if server { (r, l) } else { (l, r) };
-        let g = groups.entry(key).or_insert_with(|| (vec![0; PER_CONNECTION as usize], time_ns(e)));
+        let g = groups.entry(key).or_insert_with(|| (vec![0; PER_CONNECTION as usize], None));
         g.0[slot] += 1;
-        g.1 = g.1.min(time_ns(e));
+        if [1, 5, 6].contains(&slot) {
+            g.1 = Some(g.1.map_or(time_ns(e), |t| t.min(time_ns(e))));
+        }
     }
     let mut delivered = syn_sent;
     let mut connections = 0u64;
     let mut gaps = Vec::new();
-    for ((a, b), (slots, first)) in &groups {
+    for ((a, b), (slots, connect)) in &groups {
         let n = *slots.iter().max().unwrap() as u64;
         let got: u64 = slots.iter().map(|&x| x as u64).sum();
         connections += n;
@@ -260,7 +265,8 @@ pub fn account_churn(made: u64, listeners: &[String], events: &[Value], run: (i1
             gaps.push(Gap {
                 what: format!("{a} -> {b}: {n} connection(s), events per place {:?}", &slots[1..]),
                 missing: n * (PER_CONNECTION - 1) - got,
-                from_ns: first - slack_ns,
+                // A port that came back: the first connection's handshake dates neither.
+                from_ns: connect.filter(|_| n == 1).map_or(run.0, |t| t - slack_ns),
                 to_ns: run.1,
             });
         }
