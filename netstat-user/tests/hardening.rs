@@ -48,73 +48,141 @@ fn hostile_comm_is_escaped_in_text_and_json() {
     }
 }
 
-#[test]
-fn minimal_capabilities_are_enough_to_trace() {
-    let caps = "+bpf,+perfmon,+net_admin,+sys_ptrace,+dac_read_search";
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(format!("--inh-caps={caps}"))
-        .arg(format!("--ambient-caps={caps}"))
-        .arg(netstat_bin())
-        .args(["--probe-report", "--backend", &backend()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    // Debian kernels add perf_event_paranoid=3, which refuses perf events
-    // (syscall tracepoints, kprobes) to anyone without CAP_SYS_ADMIN, even
-    // with CAP_PERFMON. Then the perf-event hooks must be skipped (or, for a
-    // forced perf-event backend, the run refused) saying so, and the rest work.
-    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(2);
-    if paranoid > 2 {
-        if !out.status.success() {
-            assert_eq!(out.status.code(), Some(2), "{err}");
-            assert_eq!(err.lines().count(), 1, "{err}");
-            assert!(err.contains("perf_event_open") || err.contains("Permission denied"), "{err}");
-            return;
-        }
-        for hook in ["tcp_state", "udp_bind", "udp_close"] {
-            assert!(text.lines().any(|l| l.starts_with(hook) && l.contains("attached")), "{hook}:\n{text}");
-        }
-        for l in text.lines().filter(|l| l.contains("skipped")) {
-            assert!(l.contains("perf_event_open"), "skipped for another reason: {l}");
-        }
-        return;
-    }
-    assert!(out.status.success(), "as uid 65534 with {caps}: {err}");
-    for hook in ["tcp_state", "tcp_accept", "udp_bind", "udp_connect", "udp_implicit_bind", "udp_close"] {
-        assert!(
-            text.lines().any(|l| l.starts_with(hook) && l.contains("attached")),
-            "{hook} not attached with minimal capabilities:\n{text}"
-        );
+/// Sets a sysctl for the test's duration and puts the old value back when
+/// dropped, on a panic too.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"));
+        Sysctl { path, old }
     }
 }
 
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.path, self.old.trim()) {
+            eprintln!("could not restore {} to {}: {e}", self.path, self.old.trim());
+        }
+    }
+}
+
+/// README's capabilities, and nothing else, trace real connections: netstat
+/// runs as uid nobody under setpriv with exactly those capabilities, and the
+/// events of a workload it cannot see in /proc as its own (TCP connections
+/// both ends, a UDP send) must arrive with the right pid and comm.
+///
+/// Debian kernels add perf_event_paranoid=3, where perf events (the syscall
+/// tracepoints behind tcp_accept and udp_connect) need CAP_SYS_ADMIN whatever
+/// CAP_PERFMON says: README's list is then not enough, by the host's choice.
+/// The test lowers the sysctl to 2 for its run (restored on drop, panics
+/// included) rather than failing there, because what it checks is that the
+/// list is complete on a kernel that honours CAP_PERFMON; failing would
+/// only say the host's policy is stricter, and would turn the VM suite
+/// (Debian kernels) red for a reason no change to netstat can fix.
+#[test]
+fn minimal_capabilities_are_enough_to_trace() {
+    let path = "/proc/sys/kernel/perf_event_paranoid";
+    let paranoid: i32 = std::fs::read_to_string(path).ok().and_then(|v| v.trim().parse().ok()).expect("perf_event_paranoid");
+    let _restore = (paranoid > 2).then(|| Sysctl::set(path, "2"));
+    let caps = "+bpf,+perfmon,+net_admin,+sys_ptrace,+dac_read_search";
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(netstat_bin())
+        .args(["--stream", "--json", "--backend", &backend()]);
+    let stream = Stream::spawn(cmd);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", stream.pid())).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "the stream does not run as nobody:\n{status}");
+
+    let (srv, cli, udp) = (name("mcsrv"), name("mccli"), name("mcudp"));
+    let out = load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "3"]);
+    let server_pid = out.iter().find(|v| v["role"] == "server").map(pid_of).unwrap();
+    let client_pid = out.iter().find(|v| v["role"] == "client").map(pid_of).unwrap();
+    let conns: Vec<(String, String)> = out.iter().filter(|v| v.get("conn").is_some()).map(|v| (ep(&v["local"]), ep(&v["remote"]))).collect();
+    let sent = load(&["udp", "--name", &udp, "--sendto", "127.0.0.1:9"]);
+    let udp_pid = sent.iter().find(|v| v.get("pid").is_some()).map(pid_of).unwrap();
+    let udp_port = port_of(sent.iter().find_map(|v| v["local"].as_str()).unwrap());
+    let closed = |ev: &[serde_json::Value], l: &str, r: &str| ev.iter().any(|e| ep(&e["local"]) == l && ep(&e["remote"]) == r && e["new_state"] == "CLOSED");
+    stream.wait_for(Duration::from_secs(10), |ev| {
+        conns.iter().all(|(l, r)| closed(ev, l, r) && closed(ev, r, l)) && ev.iter().any(|e| e["comm"] == udp.as_str() && e["type"] == "udp_close")
+    });
+    let events = stream.stop();
+
+    for (l, r) in &conns {
+        let ends = [(l, r, client_pid, &cli, &loss::CLIENT[1..]), (r, l, server_pid, &srv, &loss::SERVER[..])];
+        for (a, b, pid, comm, want) in ends {
+            let got = for_tuple(&events, a, b);
+            let states: Vec<String> = got.iter().filter(|e| e["type"] == "tcp_state").map(|e| transition(e)).collect();
+            assert_eq!(states, want, "as nobody with {caps}: {a} -> {b}\n{}", closest(&events, a));
+            for e in &got {
+                assert!(e["pid"] == pid && e["comm"] == comm.as_str(), "{a} -> {b} attributed wrongly (want {pid} {comm}): {e}");
+            }
+        }
+        let accepts = for_tuple(&events, r, l).into_iter().filter(|e| e["type"] == "tcp_accept").count();
+        assert_eq!(accepts, 1, "tcp_accept of {r} <- {l} as nobody with {caps}\n{}", closest(&events, l));
+        assert!(
+            events.iter().any(|e| transition(e) == "CLOSED->SYN_SENT" && ep(&e["remote"]) == *r && e["pid"] == client_pid && e["comm"] == cli.as_str()),
+            "no attributed connect to {r}"
+        );
+    }
+    let u: Vec<&serde_json::Value> = events.iter().filter(|e| e["proto"] == "udp" && e["local"]["port"] == udp_port).collect();
+    let kinds: Vec<&str> = u.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["udp_bind", "udp_close"], "the UDP send as nobody with {caps}: {u:?}");
+    assert!(u.iter().all(|e| e["pid"] == udp_pid && e["comm"] == udp.as_str()), "{u:?}");
+    assert_eq!(u[0]["implicit"], true, "{}", u[0]);
+}
+
+/// A small ring under several churning processes: every event of *our*
+/// connections is delivered or counted, and --fail-on-loss turns a loss
+/// into exit status 3. The flood runs in a network namespace of its own, so
+/// the events carrying its `netns` are exactly the test's, and what they
+/// lack is accounted per connection (`loss::account_churn`): each missing
+/// event must be covered by a `lost` report whose window overlaps the time
+/// that connection ran, one lost event for one missing event. Losses of other
+/// processes, or from before our connections, cannot make up for ours.
 #[test]
 fn flood_is_delivered_or_counted_and_fail_on_loss_reports_it() {
-    // A small ring under several churning processes: whatever is lost is
-    // counted, and --fail-on-loss turns that into exit status 3.
+    let ns = Netns::new("flood");
+    let netns = ns.inode();
     let stream = Stream::start(&["--ring-size", "16384", "--fail-on-loss"]);
     let who = name("fl");
-    let out = load(&["churn", "--name", &who, "--addr", "127.0.0.1", "--processes", "3", "--seconds", "3"]);
-    let made = out.last().and_then(|v| v["connections"].as_u64()).expect("churn summary");
+    let started = now_ns();
+    let out = ns.load(&["churn", "--name", &who, "--addr", "127.0.0.1", "--processes", "3", "--seconds", "3"]);
+    let ended = now_ns();
+    let summary = out.last().expect("churn summary");
+    let made = summary["connections"].as_u64().expect("churn summary");
+    assert_eq!(summary["errors"], 0, "failed connects in a namespace of our own: {summary}");
+    // Every connection ran its whole course (none dropped from a full accept
+    // queue), so each has all 11 events to account for.
+    let netstat = String::from_utf8(ns.cmd("cat", &["/proc/net/netstat"]).output().unwrap().stdout).unwrap();
+    let ext: Vec<&str> = netstat.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    assert_eq!(ext.len(), 2, "{netstat}");
+    for (k, v) in ext[0].split_whitespace().zip(ext[1].split_whitespace()) {
+        assert!(!["ListenOverflows", "ListenDrops"].contains(&k) || v == "0", "{k} = {v} in our namespace");
+    }
     std::thread::sleep(Duration::from_millis(500));
     let (status, events, err) = stream.stop_with(libc::SIGTERM);
-    let lost: u64 = events.iter().filter(|e| e["type"] == "lost").map(|e| e["count"].as_u64().unwrap()).sum();
-    let srv = format!("{who}-srv");
-    let seen = events
-        .iter()
-        .filter(|e| e["type"] == "tcp_state" && (e["comm"] == who.as_str() || e["comm"] == srv.as_str()))
-        .count() as u64;
-    // Each connection makes 10 transitions (client 5, server 5).
     assert!(made > 100, "churn made only {made} connections");
-    assert!(seen + lost >= made * 10, "seen {seen} + lost {lost} < {} transitions of {made} connections", made * 10);
+    let windows = loss::windows(&events);
+    let lost: u64 = windows.iter().map(|w| w.count).sum();
+    let ours: Vec<serde_json::Value> = events.iter().filter(|e| e["netns"] == netns).cloned().collect();
+    let listeners: Vec<String> = summary["listeners"].as_array().expect("churn listeners").iter().map(ep).collect();
+    let acct = loss::account_churn(made, &listeners, &ours, (started, ended), 20_000_000);
+    assert!(acct.unexplained.is_empty(), "events of our namespace that are no connection's: {:#?}", acct.unexplained);
+    let incomplete = acct.gaps.len();
+    if let Err(e) = loss::cover(acct.gaps, &windows, 5_000_000) {
+        panic!("{made} connections: delivered {} of {} of their events, {lost} lost machine-wide: {e}", acct.delivered, made * loss::PER_CONNECTION);
+    }
+    eprintln!("{made} connections, {incomplete} incomplete groups, {lost} lost: all covered");
     if lost > 0 {
         assert_eq!(status.code(), Some(3), "--fail-on-loss with {lost} lost: status {status}, stderr {err}");
-        assert!(err.contains("lost"), "stderr should say events were lost: {err}");
+        assert!(err.contains(&format!("{lost} kernel events lost")), "stderr should say {lost} events were lost: {err}");
     } else {
         assert!(status.success(), "{status}: {err}");
     }

@@ -1,6 +1,7 @@
 //! Shared helpers for the kernel tests: run the real `netstat --stream
 //! --json` and the `netstat-load` workload, collect and filter events.
 #![allow(dead_code)]
+pub mod loss;
 pub mod schema;
 
 use std::{
@@ -69,13 +70,15 @@ impl Stream {
 
     /// `start` with a backend of the test's choosing instead of the suite's.
     pub fn start_with_backend(backend: &str, extra: &[&str]) -> Stream {
-        let mut child = Command::new(netstat_bin())
-            .args(["--stream", "--json", "--backend", backend])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn netstat --stream");
+        let mut cmd = Command::new(netstat_bin());
+        cmd.args(["--stream", "--json", "--backend", backend]).args(extra);
+        Stream::spawn(cmd)
+    }
+
+    /// A stream from a command of the test's making (e.g. netstat under
+    /// setpriv); it must run `netstat --stream --json` in this process id.
+    pub fn spawn(mut cmd: Command) -> Stream {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn netstat --stream");
         let events = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let ev = events.clone();
@@ -134,6 +137,11 @@ impl Stream {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Send `signal` and carry on (SIGSTOP/SIGCONT a consumer).
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0, "kill({signal})");
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -239,6 +247,31 @@ pub fn closest(events: &[Value], needle: &str) -> String {
     }
 }
 
+/// An event's `time` as ns since the epoch (UTC, RFC 3339 with ns).
+pub fn time_ns(e: &Value) -> i128 {
+    let t = e["time"].as_str().unwrap_or_else(|| panic!("no time: {e}"));
+    let num = |r: std::ops::Range<usize>| -> i128 { t[r].parse().unwrap_or_else(|_| panic!("bad time {t:?}")) };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    let secs = days * 86400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
+    secs * 1_000_000_000 + num(20..29)
+}
+
+/// The current CLOCK_REALTIME in ns, comparable with `time_ns`.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128
+}
+
+/// The port of an `ADDR:PORT` string.
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("not ADDR:PORT: {addr}"))
+}
+
 pub fn transition(e: &Value) -> String {
     format!("{}->{}", e["old_state"].as_str().unwrap_or("?"), e["new_state"].as_str().unwrap_or("?"))
 }
@@ -258,6 +291,12 @@ impl Netns {
         let ns = Netns { name };
         assert!(ns.cmd("ip", &["link", "set", "lo", "up"]).status().unwrap().success());
         ns
+    }
+
+    /// The namespace's inode: what netstat reports as an event's `netns`.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name)).expect("stat /run/netns/NAME").ino()
     }
 
     /// `ip netns exec NAME prog args...`

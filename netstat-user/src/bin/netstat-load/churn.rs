@@ -42,8 +42,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let srv_name = format!("{}-srv", a.name);
     let (mut from_server, mut to_parent) = sys::pipe()?;
+    let (mut from_parent, mut to_server) = sys::pipe()?;
     let (listeners, addr, seconds) = (a.listeners, a.addr, a.seconds);
-    let server = sys::fork_named(&srv_name, seconds + 5, || match serve(addr, listeners, seconds + 2, &mut to_parent) {
+    let server = sys::fork_named(&srv_name, seconds + 5, || match serve(addr, listeners, seconds + 2, &mut to_parent, &mut from_parent) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("netstat-load churn server: {e:#}");
@@ -82,7 +83,10 @@ pub fn run(a: Args) -> Result<()> {
         sys::wait_ok(pid);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    sys::kill(server, libc::SIGTERM);
+    // The server exits once it has accepted (and closed) every connection
+    // the clients made, so each one ends the same way: none is left in an
+    // accept queue for the listener's close to reset.
+    let _ = writeln!(to_server, "{total}");
     sys::wait_ok(server);
     sys::emit(&json!({
         "connections": total,
@@ -90,6 +94,7 @@ pub fn run(a: Args) -> Result<()> {
         "rate": (total as f64 / elapsed).round(),
         "errors": errors,
         "processes": a.processes,
+        "listeners": ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     }));
     Ok(())
 }
@@ -142,8 +147,12 @@ fn churn(
     (made, failed)
 }
 
-/// The server: one accepting thread per listener, closing what it accepts.
-fn serve(addr: IpAddr, listeners: u32, seconds: u64, report: &mut impl Write) -> Result<()> {
+/// The server: one accepting thread per listener, closing what it accepts,
+/// until it has accepted as many as the parent says were made (or `seconds`).
+fn serve(addr: IpAddr, listeners: u32, seconds: u64, report: &mut impl Write, made: &mut impl std::io::BufRead) -> Result<()> {
+    use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let accepted = Arc::new(AtomicU64::new(0));
     let mut ls = Vec::new();
     for _ in 0..listeners {
         ls.push(sys::tcp_listen(&SocketAddr::new(addr, 0), 4096).context("listen")?);
@@ -151,14 +160,19 @@ fn serve(addr: IpAddr, listeners: u32, seconds: u64, report: &mut impl Write) ->
     let addrs: Vec<String> = ls.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
     writeln!(report, "{}", addrs.join(" "))?;
     for l in ls {
+        let accepted = accepted.clone();
         std::thread::spawn(move || {
             loop {
                 if let Ok((s, _)) = l.accept() {
                     drop(s);
+                    accepted.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
     }
-    std::thread::sleep(Duration::from_secs(seconds));
+    let total: u64 = sys::read_line(made).ok().and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+    while accepted.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Ok(())
 }

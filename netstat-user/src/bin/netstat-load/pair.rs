@@ -1,7 +1,9 @@
 //! `pair`: a server process and a client process with their own names; the
 //! client makes N sequential connections, each closed by the client (or the
 //! server with --server-close-first). Each process prints its own lines;
-//! with --cookies, every connection's SO_COOKIE on both ends, asked once the
+//! with --timestamps each end also says when it opened and closed each one,
+//! so tests can tell which time window a connection's events fall in; with
+//! --cookies, every connection's SO_COOKIE on both ends, asked once the
 //! connection is established (client) or accepted (server).
 use std::{
     io::{Read, Write},
@@ -35,6 +37,11 @@ pub struct Args {
     server_close_first: bool,
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Add CLOCK_REALTIME ns to each connection line (`opened_ns` before the
+    /// connect, `closed_ns` after the close) and print one line per
+    /// accepted connection from the server (`accepted`, with its `closed_ns`).
+    #[arg(long)]
+    timestamps: bool,
     /// Print each end's socket cookie: in the client's `conn` lines, and in
     /// one `accepted` line per connection from the server.
     #[arg(long)]
@@ -45,9 +52,10 @@ pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
     let listen_on = SocketAddr::new(a.addr, a.port);
     let (mut from_server, mut to_parent) = sys::pipe()?;
-    let (count, hold, scf, cookies) = (a.count, sys::ms(a.hold_ms), a.server_close_first, a.cookies);
+    let (count, hold, scf) = (a.count, sys::ms(a.hold_ms), a.server_close_first);
+    let (stamps, cookies) = (a.timestamps, a.cookies);
     let server = sys::fork_named(&a.server_name, a.seconds, || {
-        match serve(listen_on, count, hold, scf, cookies, &mut to_parent) {
+        match serve(listen_on, count, hold, scf, stamps, cookies, &mut to_parent) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("netstat-load pair server: {e:#}");
@@ -63,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("server did not start: {e}");
         }
     };
-    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, cookies) {
+    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, stamps, cookies) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("netstat-load pair client: {e:#}");
@@ -82,7 +90,15 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, cookies: bool, report: &mut impl Write) -> Result<()> {
+fn serve(
+    addr: SocketAddr,
+    count: u64,
+    hold: Duration,
+    close_first: bool,
+    stamps: bool,
+    cookies: bool,
+    report: &mut impl Write,
+) -> Result<()> {
     let l = sys::tcp_listen(&addr, 4096).with_context(|| format!("listen on {addr}"))?;
     let listen = l.local_addr()?;
     sys::emit(&json!({"role": "server", "pid": std::process::id(), "listen": listen.to_string()}));
@@ -90,25 +106,33 @@ fn serve(addr: SocketAddr, count: u64, hold: Duration, close_first: bool, cookie
     let mut buf = [0u8; 4096];
     for i in 0..count {
         let (mut s, peer) = l.accept().context("accept")?;
-        if cookies {
-            let fd = s.as_raw_fd();
-            let (local, cookie) = (sys::local_addr(fd)?, sys::cookie(fd).context("SO_COOKIE")?);
-            sys::emit(&json!({"accepted": i, "local": local.to_string(), "remote": peer.to_string(), "cookie": cookie}));
-        }
+        let local = sys::local_addr(s.as_raw_fd())?;
+        let cookie = if cookies { Some(sys::cookie(s.as_raw_fd()).context("SO_COOKIE")?) } else { None };
         if close_first {
             std::thread::sleep(hold);
         } else {
             while s.read(&mut buf).is_ok_and(|n| n > 0) {}
         }
         drop(s);
+        if stamps || cookies {
+            let mut line = json!({"accepted": i, "local": local.to_string(), "remote": peer.to_string()});
+            if stamps {
+                line["closed_ns"] = sys::realtime_ns().into();
+            }
+            if let Some(c) = cookie {
+                line["cookie"] = c.into();
+            }
+            sys::emit(&line);
+        }
     }
     Ok(())
 }
 
-fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, cookies: bool) -> Result<()> {
+fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, stamps: bool, cookies: bool) -> Result<()> {
     sys::emit(&json!({"role": "client", "pid": std::process::id()}));
     let mut buf = [0u8; 4096];
     for i in 0..count {
+        let opened = sys::realtime_ns();
         let mut s = sys::tcp_connect_from(None, &dst, false).with_context(|| format!("connect to {dst}"))?;
         let local = sys::local_addr(s.as_raw_fd())?;
         let cookie = if cookies { Some(sys::cookie(s.as_raw_fd()).context("SO_COOKIE")?) } else { None };
@@ -119,6 +143,10 @@ fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool,
         }
         drop(s);
         let mut line = json!({"conn": i, "local": local.to_string(), "remote": dst.to_string()});
+        if stamps {
+            line["opened_ns"] = opened.into();
+            line["closed_ns"] = sys::realtime_ns().into();
+        }
         if let Some(c) = cookie {
             line["cookie"] = c.into();
         }

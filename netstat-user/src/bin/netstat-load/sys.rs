@@ -281,3 +281,9 @@ pub fn sleep_until(deadline: std::time::Instant) {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+/// CLOCK_REALTIME in ns, the clock netstat's event times are given in.
+pub fn realtime_ns() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_nanos() as u64
+}
