@@ -85,7 +85,7 @@ impl Live<'_> {
                 }
                 self.table.apply(&e);
             }
-            Record::Lost { count, reason } => self.table.note_lost(reason, *count, monotonic_ns()),
+            Record::Lost { count, reason, noticed_ns } => self.table.note_lost(reason, *count, *noticed_ns),
             Record::Bad(_) => {}
         }
     }

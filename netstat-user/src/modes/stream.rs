@@ -13,7 +13,6 @@ use crate::{
     escape::escape,
     model::SockEvent,
     render::{json, stream as text},
-    timefmt::{monotonic_ns, realtime_offset_ns},
     tracer::{Record, Tracer, TracerOptions, plan},
 };
 
@@ -36,7 +35,6 @@ struct Out<W: Write> {
 
 impl<W: Write> Out<W> {
     fn record(&mut self, rec: &Record) -> std::io::Result<()> {
-        let now = || realtime_offset_ns() + monotonic_ns() as i128;
         self.buf.clear();
         match rec {
             Record::Event(e) => {
@@ -48,9 +46,14 @@ impl<W: Write> Out<W> {
                     self.buf.push(b'\n');
                 }
             }
-            Record::Lost { reason, count } if self.json => json::lost(&mut self.buf, now(), reason, *count),
-            Record::Lost { reason, count } => {
-                self.buf.extend_from_slice(text::lost_line(now(), reason, *count).as_bytes());
+            // Stamped when the counters said so, not when written: every
+            // event it counts was lost before that time.
+            Record::Lost { reason, count, noticed_ns } if self.json => {
+                json::lost(&mut self.buf, *noticed_ns as i128 + self.clock_offset_ns, reason, *count)
+            }
+            Record::Lost { reason, count, noticed_ns } => {
+                let at = *noticed_ns as i128 + self.clock_offset_ns;
+                self.buf.extend_from_slice(text::lost_line(at, reason, *count).as_bytes());
                 self.buf.push(b'\n');
             }
             Record::Bad(e) => eprintln!("netstat: undecodable kernel record: {}", escape(&e.to_string())),

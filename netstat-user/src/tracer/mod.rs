@@ -74,7 +74,9 @@ impl TracerOptions {
 pub enum Record {
     Event(Event),
     /// Events (or owner records) the kernel had to drop since the last report.
-    Lost { reason: &'static str, count: u64 },
+    /// `count` events the kernel could not deliver, as the counters said
+    /// at CLOCK_MONOTONIC `noticed_ns` (every one of them was lost before).
+    Lost { reason: &'static str, count: u64, noticed_ns: u64 },
     /// A record that did not decode (never expected; counted, not fatal).
     Bad(DecodeError),
 }
@@ -230,6 +232,7 @@ impl Tracer {
 
     /// New drop counts since the last call, as `Lost` records.
     pub fn collect_lost(&mut self, out: &mut Vec<Record>) {
+        let noticed_ns = crate::timefmt::monotonic_ns();
         // fdinfo reads are cheap but not free: a few times a second is plenty.
         let misses = if self.recursion_checked.elapsed() >= Duration::from_millis(200) {
             self.recursion_checked = std::time::Instant::now();
@@ -243,7 +246,7 @@ impl Tracer {
             self.recursion_seen
         };
         if misses > self.recursion_seen {
-            out.push(Record::Lost { reason: "recursion", count: misses - self.recursion_seen });
+            out.push(Record::Lost { reason: "recursion", count: misses - self.recursion_seen, noticed_ns });
             self.recursion_seen = misses;
         }
         for (idx, reason) in [
@@ -254,7 +257,7 @@ impl Tracer {
             let total = self.lost.get(idx);
             let seen = &mut self.lost_seen[idx as usize];
             if total > *seen {
-                out.push(Record::Lost { reason, count: total - *seen });
+                out.push(Record::Lost { reason, count: total - *seen, noticed_ns });
                 *seen = total;
             }
         }
