@@ -34,7 +34,7 @@ pub fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Op
     let tag = format!("[{} {}]", k.release, backend);
     let started = Instant::now();
     let mut append = format!(
-        "console=ttyS0 quiet panic=-1 NETSTAT_TEST_BACKEND={backend} RUST_TEST_THREADS={}",
+        "console=ttyS0 quiet panic=-1 random.trust_cpu=on NETSTAT_TEST_BACKEND={backend} RUST_TEST_THREADS={}",
         std::env::var("RUST_TEST_THREADS").unwrap_or_else(|_| "2".into())
     );
     if let Some(s) = &o.selftest {
@@ -47,7 +47,11 @@ pub fn boot(k: &Kernel, backend: &str, all_tests: bool, initramfs: &Path, o: &Op
     // One host thread for all vCPUs: with multi-threaded TCG, the kernel's
     // cross-CPU code patching (static keys flipped when a syscall tracepoint is
     // enabled) races with stale translations and oopses on int3 (seen on 6.12).
-    c.args(["-accel", "tcg,thread=single", "-m", "1G", "-smp", &o.smp.to_string(), "-nic", "none"])
+    // A CPU with RDRAND, trusted for the kernel's random pool
+    // (random.trust_cpu=on): without it the pool of a fresh emulated guest
+    // takes minutes to initialize, and getrandom(2) blocks until then (the
+    // tests' JSON Schema validator seeds its hash maps that way).
+    c.args(["-accel", "tcg,thread=single", "-cpu", "max", "-m", "1G", "-smp", &o.smp.to_string(), "-nic", "none"])
         .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])
         .args(["-no-reboot", "-device", DEBUG_EXIT])
         .arg("-kernel")
