@@ -143,7 +143,7 @@ fn test(extra: &[String]) -> Result<()> {
     // commit (the open-ended one is `cargo xtask fuzz`).
     fuzz::repeatable_pass()?;
     // The same kernel tests on Debian's 6.1 and 6.12 kernels, once per probe
-    // backend (auto, tracepoint, fentry, kprobe); NETSTAT_VM_BACKENDS narrows
-    // that (vm-test reads it itself).
+    // backend: auto and tracepoint (fentry and kprobe through
+    // NETSTAT_VM_BACKENDS, which vm-test reads itself).
     vm::run(&[])
 }

@@ -145,22 +145,32 @@ pub struct PairAccount {
 pub fn account_pair(conns: &[PairConn], events: &[Value]) -> PairAccount {
     let mut seen = vec![[0u32; PER_CONNECTION as usize]; conns.len()];
     let mut unexplained = Vec::new();
-    let by_tuple: std::collections::HashMap<(String, String), usize> =
-        conns.iter().enumerate().map(|(i, c)| ((c.local.clone(), c.remote.clone()), i)).collect();
+    // A client port may come back for a later connection (the 4-tuple is
+    // no identity): a tuple names every connection that had it, and an event
+    // goes to the one that was open at its time.
+    let mut by_tuple: std::collections::HashMap<(String, String), Vec<usize>> = std::collections::HashMap::new();
+    for (i, c) in conns.iter().enumerate() {
+        by_tuple.entry((c.local.clone(), c.remote.clone())).or_default().push(i);
+    }
+    let pick = |ix: &Vec<usize>, at: i128| -> usize {
+        *ix.iter().find(|&&i| conns[i].opened_ns <= at && at <= conns[i].closed_ns).unwrap_or(&ix[0])
+    };
     let listeners: std::collections::HashSet<&str> = conns.iter().map(|c| c.remote.as_str()).collect();
     for e in events.iter().filter(|e| e["type"] != "lost") {
         let (l, r) = (ep(&e["local"]), ep(&e["remote"]));
         let t = transition(e);
-        let slot = if let Some(&i) = by_tuple.get(&(l.clone(), r.clone())) {
+        let at = time_ns(e);
+        let slot = if let Some(ix) = by_tuple.get(&(l.clone(), r.clone())) {
+            let i = pick(ix, at);
             CLIENT.iter().position(|x| *x == t).filter(|&k| k > 0).map(|k| (i, k))
-        } else if let Some(&i) = by_tuple.get(&(r.clone(), l.clone())) {
+        } else if let Some(ix) = by_tuple.get(&(r.clone(), l.clone())) {
+            let i = pick(ix, at);
             if e["type"] == "tcp_accept" {
                 Some((i, 10))
             } else {
                 SERVER.iter().position(|x| *x == t).map(|k| (i, 5 + k))
             }
         } else if t == CLIENT[0] && port_of(&l) == 0 && listeners.contains(r.as_str()) {
-            let at = time_ns(e);
             conns.iter().position(|c| c.remote == r && c.opened_ns <= at && at <= c.client_closed_ns).map(|i| (i, 0))
         } else if listeners.contains(l.as_str()) && port_of(&r) == 0 {
             continue; // the listener's own LISTENING and CLOSED
