@@ -241,7 +241,7 @@ fn ano_settled(ns: &Netns, want: usize) -> Vec<Row> {
     loop {
         let mut r = rows(&ns.netstat(&["-ano"]), true);
         r.sort();
-        if (r.len() == want && r.iter().all(|r| r.pid.as_deref() != Some("-"))) || Instant::now() > deadline {
+        if (r.len() == want && r.iter().all(|r| r.pid.as_deref() != Some("0"))) || Instant::now() > deadline {
             return r;
         }
         std::thread::sleep(Duration::from_millis(100));
