@@ -52,7 +52,9 @@ pub fn select<'a>(conns: &'a [Connection], cfg: &Config) -> Vec<&'a Connection> 
 pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
     let rows = select(conns, cfg);
     if let Some(r) = names {
-        r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
+        // The text resolves only foreign addresses; JSON names both ends.
+        let local = cfg.json.then_some(());
+        r.prepare(rows.iter().flat_map(|c| [local.map(|_| c.local.ip()), Some(c.remote.ip())]).flatten());
     }
     if cfg.json {
         write_json(&rows, cfg, names, w)
@@ -130,13 +132,13 @@ pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, 
     let mut line = String::with_capacity(128);
     for c in rows {
         line.clear();
-        let foreign = if c.is_unconnected_udp() { "*:*".to_string() } else { endpoint(c.remote, c.proto, names, true, cfg.fqdn) };
+        let foreign = foreign_text(c, names, cfg.fqdn);
         // Windows leaves the state and offload state of a UDP row empty.
         let offload = cfg.offload.then(|| if c.proto == Proto::Udp { "" } else { offload_state(c) });
         row_text(
             &mut line,
             c.proto.name(),
-            &endpoint(c.local, c.proto, names, false, cfg.fqdn),
+            &c.local.to_string(),
             &foreign,
             c.state.map(tcp_state_name).unwrap_or(""),
             cfg.owner.then(|| pid_cell(c)),
@@ -185,6 +187,21 @@ fn executable(c: &Connection, verbose: bool) -> Option<String> {
         None if !o.comm.is_empty() => Some(escape_bytes(o.comm.as_bytes())),
         None => None,
     }
+}
+
+/// The Foreign Address cell: `*:*` for a UDP endpoint; with names, a
+/// listener's is this machine's name and port 0 (`HOSTNAME:0`), as Windows
+/// shows it. The local address stays numeric, names or not: Windows resolves
+/// only the foreign side, so `netstat -a | grep :5432` finds the listener.
+pub fn foreign_text(c: &Connection, names: Option<&Resolver>, fqdn: bool) -> String {
+    if c.is_unconnected_udp() {
+        return "*:*".to_string();
+    }
+    if let Some(h) = names.filter(|_| c.is_listener()).and_then(|r| r.hostname.as_deref()) {
+        let h = if fqdn { h } else { h.split('.').next().filter(|s| !s.is_empty()).unwrap_or(h) };
+        return format!("{}:0", escape(h));
+    }
+    endpoint(c.remote, c.proto, names, true, fqdn)
 }
 
 /// An address as netstat prints it: `1.2.3.4:80`, `[::1]:22`, or with names
