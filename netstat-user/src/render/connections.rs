@@ -81,7 +81,7 @@ fn header(cfg: &Config) -> String {
 
 /// `s` left-aligned in `width`; a longer `s` is kept whole (the separator
 /// after it keeps the fields apart).
-fn field(out: &mut String, s: &str, width: usize) {
+pub(crate) fn field(out: &mut String, s: &str, width: usize) {
     out.push_str(s);
     out.extend(std::iter::repeat_n(' ', width.saturating_sub(s.chars().count())));
 }
