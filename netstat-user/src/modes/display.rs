@@ -2,7 +2,6 @@
 //! statistics (-s), interfaces (-e), once or every INTERVAL until Ctrl+C.
 use std::{
     io::{BufWriter, Write},
-    path::Path,
     process::ExitCode,
     time::Duration,
 };
@@ -33,7 +32,7 @@ pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
 
 /// Display once, or every INTERVAL seconds until interrupted.
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let names = (!cfg.numeric).then(|| Resolver::new(Path::new("/etc")));
+    let names = (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root));
     loop {
         let mut out = BufWriter::new(std::io::stdout().lock());
         render(cfg, names.as_ref(), &mut out)?;

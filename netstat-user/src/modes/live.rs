@@ -168,7 +168,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         cfg,
         table: Table::new(netns_inode(&cfg.proc_root), cfg.max_rows),
         exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
-        names: (!cfg.numeric).then(|| Resolver::new(Path::new("/etc"))),
+        names: (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root)),
         clock: realtime_offset_ns(),
     };
     let mut stop = Stop::install()?;
