@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::config::{Config, Mode},
+    cli::config::{Config, Mode, StatsProto},
     model::{Connection, Proto},
     render,
     sources::{info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
@@ -49,7 +49,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
 /// One display of whatever `cfg.mode` asks for.
 pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> anyhow::Result<()> {
     match cfg.mode {
-        Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, w),
+        Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, names, w),
         _ => {
             let conns = connections(cfg)?;
             render::connections::write(&conns, cfg, names, w)?;
@@ -58,15 +58,22 @@ pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> any
     }
 }
 
-fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
+fn render_info(
+    cfg: &Config,
+    route: bool,
+    statistics: bool,
+    ethernet: bool,
+    names: Option<&Resolver>,
+    w: &mut impl Write,
+) -> anyhow::Result<()> {
     let (proc_root, sys_root) = (&cfg.proc_root, &cfg.sys_root);
     let mut json = render::info::InfoDocument::default();
     if ethernet {
-        let r = info::interfaces(proc_root, sys_root)?;
+        let r = info::interfaces(proc_root, sys_root, &info::read_counters(proc_root)?)?;
         if cfg.json {
             json.interface_statistics = Some(r);
         } else {
-            render::info::write_interfaces(&r, w)?;
+            render::info::write_interfaces(&r, cfg.verbose, w)?;
         }
     }
     if route {
@@ -101,6 +108,11 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
             json.statistics = Some(render::info::StatisticsJson(&sections));
         } else {
             render::info::write_statistics(&sections, w)?;
+            // -p names a protocol's connections too: netstat -s -p tcp
+            // follows the statistics with that protocol's table.
+            if matches!(cfg.stats_proto, Some(StatsProto::Tcp | StatsProto::TcpV6 | StatsProto::Udp | StatsProto::UdpV6)) {
+                render::connections::write(&connections(cfg)?, cfg, names, w)?;
+            }
         }
     }
     if cfg.json {

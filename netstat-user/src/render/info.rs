@@ -13,8 +13,6 @@ use crate::{
 };
 
 const RULE: &str = "===========================================================================";
-const SENT_NOTE: &str =
-    "  (Linux does not count sent multicast or broadcast packets apart: Unicast packets sent include them)";
 
 fn dev_block(d: &DevCounters, w: &mut impl Write) -> io::Result<()> {
     let row = |w: &mut dyn Write, name: &str, rx: String, tx: String| -> io::Result<()> {
@@ -31,22 +29,28 @@ fn dev_block(d: &DevCounters, w: &mut impl Write) -> io::Result<()> {
     row(w, "", "Received".into(), "Sent".into())?;
     writeln!(w)?;
     row(w, "Bytes", d.rx_bytes.to_string(), d.tx_bytes.to_string())?;
-    row(w, "Unicast packets", d.rx_packets.saturating_sub(d.rx_multicast).to_string(), d.tx_packets.to_string())?;
-    row(w, "Non-unicast packets", d.rx_multicast.to_string(), "-".into())?;
+    // Without a sent multicast count (a single interface), every packet
+    // sent counts as unicast and the non-unicast cell says it is unknown.
+    let tx_unicast = d.tx_packets.saturating_sub(d.tx_nonunicast.unwrap_or(0));
+    row(w, "Unicast packets", d.rx_packets.saturating_sub(d.rx_multicast).to_string(), tx_unicast.to_string())?;
+    row(w, "Non-unicast packets", d.rx_multicast.to_string(), d.tx_nonunicast.map_or("-".into(), |n| n.to_string()))?;
     row(w, "Discards", d.rx_dropped.to_string(), d.tx_dropped.to_string())?;
     row(w, "Errors", d.rx_errors.to_string(), d.tx_errors.to_string())?;
     row(w, "Unknown protocols", d.rx_nohandler.map_or("-".into(), |n| n.to_string()), String::new())?;
     Ok(())
 }
 
-pub fn write_interfaces(r: &InterfaceReport, w: &mut impl Write) -> io::Result<()> {
+/// The totals block, exactly as netstat -e prints it; `per_interface` (-v)
+/// adds a block per interface after it.
+pub fn write_interfaces(r: &InterfaceReport, per_interface: bool, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "Interface Statistics\n")?;
     dev_block(&r.total, w)?;
-    for d in &r.interfaces {
-        writeln!(w, "\nInterface {}\n", escape(&d.name))?;
-        dev_block(d, w)?;
+    if per_interface {
+        for d in &r.interfaces {
+            writeln!(w, "\nInterface {}\n", escape(&d.name))?;
+            dev_block(d, w)?;
+        }
     }
-    writeln!(w, "\n{SENT_NOTE}")?;
     Ok(())
 }
 
@@ -111,14 +115,27 @@ pub fn write_routes(r: &RouteReport, family: Family, w: &mut impl Write) -> io::
     Ok(())
 }
 
+/// Where netstat puts the `=`: column 38 in the IP sections, 39 in TCP's,
+/// 25 in UDP's (the name cell is two columns less, after the indent).
+fn name_width(title: &str) -> usize {
+    if title.starts_with("TCP ") {
+        36
+    } else if title.starts_with("UDP ") {
+        22
+    } else {
+        35
+    }
+}
+
 pub fn write_statistics(sections: &[Section], w: &mut impl Write) -> io::Result<()> {
     for s in sections {
         writeln!(w, "\n{}\n", s.title)?;
         match &s.rows {
             Rows::Single(rows) => {
+                let width = name_width(s.title);
                 for (name, v) in rows {
                     let mut l = String::from("  ");
-                    cell(&mut l, name, 35);
+                    cell(&mut l, name, width);
                     writeln!(w, "{l}= {v}")?;
                 }
             }

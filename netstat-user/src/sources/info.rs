@@ -49,6 +49,11 @@ pub struct Section {
     pub note: Option<&'static str>,
 }
 
+/// RFC 1213's ipRoutingDiscards counts valid routing entries thrown away
+/// to free memory; Linux never discards a route that way, so it is 0
+/// (wherever the section's counters exist at all).
+const ROUTING_DISCARDS: &str = "";
+
 const IPV4: &[(&str, &str)] = &[
     ("Packets Received", "InReceives"),
     ("Received Header Errors", "InHdrErrors"),
@@ -58,6 +63,7 @@ const IPV4: &[(&str, &str)] = &[
     ("Received Packets Discarded", "InDiscards"),
     ("Received Packets Delivered", "InDelivers"),
     ("Output Requests", "OutRequests"),
+    ("Routing Discards", ROUTING_DISCARDS),
     ("Discarded Output Packets", "OutDiscards"),
     ("Output Packet No Route", "OutNoRoutes"),
     ("Reassembly Required", "ReasmReqds"),
@@ -77,6 +83,7 @@ const IPV6: &[(&str, &str)] = &[
     ("Received Packets Discarded", "Ip6InDiscards"),
     ("Received Packets Delivered", "Ip6InDelivers"),
     ("Output Requests", "Ip6OutRequests"),
+    ("Routing Discards", ROUTING_DISCARDS),
     ("Discarded Output Packets", "Ip6OutDiscards"),
     ("Output Packet No Route", "Ip6OutNoRoutes"),
     ("Reassembly Required", "Ip6ReasmReqds"),
@@ -124,6 +131,8 @@ const ICMPV6: &[(&str, &str, &str)] = &[
     ("Neighbor Solicitations", "Icmp6InNeighborSolicits", "Icmp6OutNeighborSolicits"),
     ("Neighbor Advertisements", "Icmp6InNeighborAdvertisements", "Icmp6OutNeighborAdvertisements"),
     ("Redirects", "Icmp6InRedirects", "Icmp6OutRedirects"),
+    // Type 138; the kernel lists per-type counters only once one is seen.
+    ("Router Renumberings", "Icmp6InType138", "Icmp6OutType138"),
 ];
 
 /// TCP counters Linux keeps for both families together (group "Tcp").
@@ -152,10 +161,9 @@ const UDPV6: &[(&str, &str)] = &[
     ("Datagrams Sent", "Udp6OutDatagrams"),
 ];
 
-pub const TCP_SHARED_NOTE: &str = "Linux counts TCP opens, resets and segments for IPv4 and IPv6 together: \
-these figures cover both; Current Connections is IPv4 only";
-pub const TCP_V6_NOTE: &str = "Linux keeps no other TCP counters per address family: \
-the combined figures are under TCP Statistics for IPv4";
+/// Said once, after the last TCP section shown.
+pub const TCP_SHARED_NOTE: &str = "Linux keeps one set of TCP counters for IPv4 and IPv6: \
+every TCP figure here but Current Connections covers both families";
 const NONE_REPORTED: &str = "not available: the kernel reports none of these counters";
 const MISSING_V6: &str = "not available: /proc/net/snmp6 is missing (IPv6 disabled?)";
 
@@ -174,7 +182,19 @@ pub fn current_connections(tcp: &[Connection]) -> (i128, i128) {
 }
 
 fn single(c: &Counters, group: &str, table: &[(&'static str, &str)]) -> Vec<(&'static str, i128)> {
-    table.iter().filter_map(|(name, key)| c.get(group, key).map(|v| (*name, v))).collect()
+    let has = c.has_group(group);
+    table
+        .iter()
+        .filter_map(|(name, key)| if key.is_empty() { has.then_some((*name, 0)) } else { c.get(group, key).map(|v| (*name, v)) })
+        .collect()
+}
+
+/// The TCP rows: the kernel's combined counters, with Current Connections
+/// (`current`) counted for the section's own family.
+fn tcp_rows(c: &Counters, current: i128) -> Vec<(&'static str, i128)> {
+    TCP.iter()
+        .filter_map(|(name, key)| if key.is_empty() { Some((*name, current)) } else { c.get("Tcp", key).map(|v| (*name, v)) })
+        .collect()
 }
 
 /// The statistics sections -s shows, narrowed by -p and -4/-6.
@@ -210,25 +230,27 @@ pub fn statistics(c: &Counters, current: (i128, i128), cfg: &Config) -> Vec<Sect
         let rows = ICMPV6
             .iter()
             .filter_map(|(name, rx, tx)| {
-                let (r, s) = (c.get("", rx), c.get("", tx));
+                let typed = |k: &str| k.starts_with("Icmp6InType") || k.starts_with("Icmp6OutType");
+                let get = |k: &str| c.get("", k).or((typed(k) && has6).then_some(0));
+                let (r, s) = (get(rx), get(tx));
                 (r.is_some() || s.is_some()).then_some((*name, r, s))
             })
             .collect();
         out.push(Section { title: "ICMPv6 Statistics", rows: Rows::InOut(rows), note: v6_note(None) });
     }
     if v4 && want(StatsProto::Tcp) {
-        let rows = TCP
-            .iter()
-            .filter_map(|(name, key)| if key.is_empty() { Some((*name, current.0)) } else { c.get("Tcp", key).map(|v| (*name, v)) })
-            .collect();
-        out.push(Section { title: "TCP Statistics for IPv4", rows: Rows::Single(rows), note: Some(TCP_SHARED_NOTE) });
+        out.push(Section { title: "TCP Statistics for IPv4", rows: Rows::Single(tcp_rows(c, current.0)), note: None });
     }
     if v6 && want(StatsProto::TcpV6) {
-        out.push(Section {
-            title: "TCP Statistics for IPv6",
-            rows: Rows::Single(vec![("Current Connections", current.1)]),
-            note: Some(TCP_V6_NOTE),
-        });
+        // Without IPv6 (no snmp6) there are no IPv6 TCP figures to share.
+        let rows = if has6 { tcp_rows(c, current.1) } else { Vec::new() };
+        out.push(Section { title: "TCP Statistics for IPv6", rows: Rows::Single(rows), note: v6_note(None) });
+    }
+    if c.has_group("Tcp")
+        && let Some(last) =
+            out.iter_mut().rev().find(|s| s.title.starts_with("TCP ") && matches!(&s.rows, Rows::Single(r) if !r.is_empty()))
+    {
+        last.note = Some(TCP_SHARED_NOTE);
     }
     if v4 && want(StatsProto::Udp) {
         out.push(Section { title: "UDP Statistics for IPv4", rows: Rows::Single(single(c, "Udp", UDPV4)), note: None });
@@ -258,7 +280,20 @@ pub struct InterfaceReport {
     pub interfaces: Vec<DevCounters>,
 }
 
-pub fn interfaces(proc_root: &Path, sys_root: &Path) -> Result<InterfaceReport, ProcError> {
+/// Multicast and broadcast packets the host sent: /proc/net/dev has no
+/// sent multicast count, the IP layer does (IpExt, and snmp6 for IPv6).
+fn sent_nonunicast(c: &Counters) -> Option<u64> {
+    let v4 = [c.get("IpExt", "OutMcastPkts"), c.get("IpExt", "OutBcastPkts")];
+    if v4.iter().all(Option::is_none) {
+        return None;
+    }
+    let n = v4.into_iter().chain([c.get("", "Ip6OutMcastPkts")]).flatten().sum::<i128>();
+    Some(u64::try_from(n.max(0)).unwrap_or(u64::MAX))
+}
+
+/// Interface counters, and their total; `counters` (-s's) supply what the
+/// total needs beyond /proc/net/dev.
+pub fn interfaces(proc_root: &Path, sys_root: &Path, counters: &Counters) -> Result<InterfaceReport, ProcError> {
     let interfaces = dev::read(proc_root, sys_root)?;
     let mut total = DevCounters { name: "total".into(), ..Default::default() };
     for d in &interfaces {
@@ -275,5 +310,6 @@ pub fn interfaces(proc_root: &Path, sys_root: &Path) -> Result<InterfaceReport, 
         total.tx_errors = total.tx_errors.saturating_add(d.tx_errors);
         total.tx_dropped = total.tx_dropped.saturating_add(d.tx_dropped);
     }
+    total.tx_nonunicast = sent_nonunicast(counters);
     Ok(InterfaceReport { total, interfaces })
 }
