@@ -185,3 +185,67 @@ fn ethernet_is_the_totals_block_only() {
     let bytes: Vec<&str> = ours.lines().filter(|l| l.starts_with("Bytes")).collect();
     assert_eq!(bytes, ["Bytes          18446744073709551615        92760873"]);
 }
+
+/// A -r line by kind: route rows as the columns their words end (IPv4,
+/// right-aligned) or start (IPv6), the rest as text.
+fn route_shape(line: &str, ipv6: bool) -> String {
+    let w = words(line);
+    if line.starts_with('=') {
+        return "RULE".into();
+    }
+    if w.first().is_some_and(|(_, _, t)| t.contains("...")) && line.find("...").is_some_and(|i| i <= 3) {
+        return "INTERFACE".into();
+    }
+    let numeric = |t: &str| t.contains('.') || t.contains(':') || is_number(t);
+    if w.len() >= 2 && w.iter().all(|(_, _, t)| numeric(t) || *t == "On-link") {
+        if ipv6 {
+            return match w.len() {
+                1 | 2 if w[0].0 == 37 => "ROW6 gateway@37 (wrapped)".into(),
+                3 => format!("ROW6 if#{} metric#{} dest@{} (wraps)", w[0].1, w[1].1, w[2].0),
+                _ => format!("ROW6 if#{} metric#{} dest@{} gateway@{}", w[0].1, w[1].1, w[2].0, w[3].0),
+            };
+        }
+        let ends: Vec<String> = w.iter().map(|(_, e, _)| e.to_string()).collect();
+        return format!("ROW{} ends {}", w.len(), ends.join(","));
+    }
+    if w.len() == 1 && w[0].0 == 37 {
+        return "ROW6 gateway@37 (wrapped)".into();
+    }
+    line.trim_end().to_string()
+}
+
+fn route_skeleton(text: &str) -> Vec<String> {
+    let mut ipv6 = false;
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        ipv6 |= l == "IPv6 Route Table";
+        let s = route_shape(l, ipv6);
+        // Row lines repeat; the sequence of kinds is what must match.
+        if (s == "INTERFACE" || s.starts_with("ROW")) && out.iter().rev().take(3).any(|p| *p == s) {
+            continue;
+        }
+        out.push(s);
+    }
+    out
+}
+
+#[test]
+fn routes_match_windows_route_print() {
+    let ours = netstat(&["-r"]);
+    let win = capture("win-route-print.msdocs-storsimple.txt");
+    let mut want = route_skeleton(&win);
+    // The capture has one IPv4 persistent route; Linux has none, which
+    // Windows prints as its IPv6 section does: the heading and `  None`.
+    let p = want.iter().position(|l| l == "Persistent Routes:").unwrap();
+    assert!(want[p + 1].starts_with("  Network Address") && want[p + 2].starts_with("ROW4") && want[p + 3] == "RULE", "{want:?}");
+    want.splice(p + 1..p + 4, ["  None".to_string()]);
+    let got = route_skeleton(&ours);
+    assert_eq!(got, want, "--- ours ---\n{ours}");
+    // The Interface column is an address, never an interface name, and the
+    // local table's routes are there: each address, 127/8, the broadcasts.
+    for dest in ["10.0.0.5", "10.0.0.255", "127.0.0.0", "127.0.0.1", "127.255.255.255", "172.17.255.255"] {
+        assert!(ours.lines().any(|l| l.split_whitespace().next() == Some(dest)), "no route to {dest}:\n{ours}");
+    }
+    let v4: Vec<&str> = ours.lines().filter(|l| l.split_whitespace().next().is_some_and(|d| d.parse::<std::net::Ipv4Addr>().is_ok())).collect();
+    assert!(v4.len() >= 10 && v4.iter().all(|l| l.split_whitespace().nth(3).is_some_and(|i| i.parse::<std::net::Ipv4Addr>().is_ok())), "{ours}");
+}

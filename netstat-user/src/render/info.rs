@@ -12,6 +12,9 @@ use crate::{
     sources::proc::dev::DevCounters,
 };
 
+/// Linux has no routes kept apart to be restored at boot (`route -p`):
+/// every route is active or absent, so the section is always empty.
+const NO_PERSISTENT_ROUTES: &str = "Persistent Routes:\n  None";
 const RULE: &str = "===========================================================================";
 
 fn dev_block(d: &DevCounters, w: &mut impl Write) -> io::Result<()> {
@@ -79,15 +82,18 @@ pub fn write_routes(r: &RouteReport, family: Family, w: &mut impl Write) -> io::
             let mut l = String::new();
             rcell(&mut l, &rt.destination.to_string(), 17);
             rcell(&mut l, &rt.netmask.to_string(), 17);
-            rcell(&mut l, &rt.gateway.map_or("On-link".to_string(), |g| g.to_string()), 17);
-            rcell(&mut l, &escape(&rt.interface), 16);
-            rcell(&mut l, &rt.metric.to_string(), 8);
+            // route print's columns: 17, 17, 17, 17, 7 wide, right-aligned;
+            // its "On-link " carries a trailing space, so it ends a column early.
+            rcell(&mut l, &rt.gateway.map_or("On-link ".to_string(), |g| g.to_string()), 17);
+            let iface = rt.interface_addr.map_or_else(|| escape(&rt.interface).into_owned(), |a| a.to_string());
+            rcell(&mut l, &iface, 17);
+            rcell(&mut l, &rt.metric.to_string(), 7);
             writeln!(w, "{l}")?;
         }
         if r.ipv4.is_empty() {
             writeln!(w, "  None")?;
         }
-        writeln!(w, "{RULE}\n")?;
+        writeln!(w, "{RULE}\n{NO_PERSISTENT_ROUTES}\n")?;
     }
     if family.v6() {
         writeln!(w, "IPv6 Route Table\n{RULE}\nActive Routes:")?;
@@ -103,14 +109,23 @@ pub fn write_routes(r: &RouteReport, family: Family, w: &mut impl Write) -> io::
             rcell(&mut l, &ifx, 3);
             rcell(&mut l, &rt.metric.to_string(), 7);
             l.push(' ');
-            cell(&mut l, &format!("{}/{}", rt.destination, rt.prefix_len), 25);
+            let dest = format!("{}/{}", rt.destination, rt.prefix_len);
+            if dest.len() < 25 {
+                cell(&mut l, &dest, 25);
+            } else {
+                // Windows wraps a destination too long for its column and
+                // puts the gateway under the Gateway heading.
+                l.push_str(&dest);
+                l.push('\n');
+                l.push_str(&" ".repeat(36));
+            }
             l.push_str(&rt.gateway.map_or("On-link".to_string(), |g| g.to_string()));
             writeln!(w, "{l}")?;
         }
         if r.ipv6.is_empty() {
             writeln!(w, "  None")?;
         }
-        writeln!(w, "{RULE}")?;
+        writeln!(w, "{RULE}\n{NO_PERSISTENT_ROUTES}")?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The reports behind -r, -s and -e: routes and interfaces, protocol
 //! statistics under netstat's counter names, interface counters. Gathers
 //! from the `proc` readers; printing is `output::info`'s job.
-use std::path::Path;
+use std::{net::Ipv4Addr, path::Path};
 
 use serde::Serialize;
 
@@ -25,11 +25,70 @@ pub struct RouteReport {
 }
 
 pub fn routes(proc_root: &Path, sys_root: &Path) -> Result<RouteReport, ProcError> {
-    Ok(RouteReport {
-        interfaces: links::read(proc_root, sys_root)?,
-        ipv4: route::read_v4(proc_root)?,
-        ipv6: route::read_v6(proc_root)?,
-    })
+    let interfaces = links::read(proc_root, sys_root)?;
+    let ipv4 = with_local_table(route::read_v4(proc_root)?, &route::read_local(proc_root)?);
+    Ok(RouteReport { interfaces, ipv4, ipv6: route::read_v6(proc_root)? })
+}
+
+fn common_bits(a: Ipv4Addr, b: Ipv4Addr) -> u32 {
+    (u32::from(a) ^ u32::from(b)).leading_zeros()
+}
+
+fn contains(net: Ipv4Addr, mask: Ipv4Addr, a: Ipv4Addr) -> bool {
+    u32::from(a) & u32::from(mask) == u32::from(net) & u32::from(mask)
+}
+
+/// The main table's routes with the local table's added, and each route's
+/// interface address (netstat's Interface column). fib_trie names no
+/// interface, so an address belongs to the interface whose on-link main
+/// route contains it (127/8 to the loopback); a route then sends from the
+/// address of its interface nearest its gateway or destination, and a
+/// broadcast route belongs to the local address nearest it, which is in
+/// its own subnet whenever one is.
+fn with_local_table(main: Vec<Route4>, local: &[route::LocalRoute]) -> Vec<Route4> {
+    // Every network namespace's loopback is `lo`.
+    let loopback = "lo".to_string();
+    let addrs: Vec<(Ipv4Addr, String)> = local
+        .iter()
+        .filter(|r| r.kind == route::LocalKind::Local && r.prefix_len == 32)
+        .filter_map(|r| {
+            let a = r.destination;
+            if a.is_loopback() {
+                return Some((a, loopback.clone()));
+            }
+            main.iter()
+                .filter(|m| m.gateway.is_none() && !m.netmask.is_unspecified() && contains(m.destination, m.netmask, a))
+                .max_by_key(|m| u32::from(m.netmask))
+                .map(|m| (a, m.interface.clone()))
+        })
+        .collect();
+    let nearest = |to: Ipv4Addr, iface: Option<&str>| {
+        addrs.iter().filter(|(_, i)| iface.is_none_or(|n| n == i)).max_by_key(|(a, _)| common_bits(*a, to)).cloned()
+    };
+    let mut out: Vec<Route4> = main
+        .iter()
+        .map(|m| Route4 {
+            interface_addr: nearest(m.gateway.unwrap_or(m.destination), Some(&m.interface)).map(|(a, _)| a),
+            ..m.clone()
+        })
+        .collect();
+    for r in local {
+        let found = if r.kind == route::LocalKind::Local && r.prefix_len == 32 {
+            addrs.iter().find(|(a, _)| *a == r.destination).cloned()
+        } else {
+            nearest(r.destination, None)
+        };
+        out.push(Route4 {
+            destination: r.destination,
+            netmask: route::netmask(r.prefix_len),
+            gateway: None,
+            interface: found.as_ref().map_or_else(String::new, |(_, i)| i.clone()),
+            interface_addr: found.map(|(a, _)| a),
+            metric: 0,
+        });
+    }
+    out.sort_by_key(|r| (r.destination, std::cmp::Reverse(r.netmask), r.metric));
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
