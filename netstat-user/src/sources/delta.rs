@@ -6,8 +6,10 @@ use serde::Serialize;
 use super::info::{Rows, Section};
 use crate::sources::proc::dev::DevCounters;
 
-/// -e's rows as numbers: (name, received, sent), in print order.
-pub type DevRows = Vec<(&'static str, Option<i128>, Option<i128>)>;
+/// One -e row as numbers: (name, received, sent).
+pub type DevRow = (&'static str, Option<i128>, Option<i128>);
+/// -e's rows, in print order.
+pub type DevRows = Vec<DevRow>;
 
 pub fn dev_rows(d: &DevCounters) -> DevRows {
     let n = |v: u64| Some(i128::from(v));
@@ -85,7 +87,7 @@ pub const INTERFACES: &str = "Interface Statistics";
 /// -e's interval: packets are unicast plus non-unicast.
 pub fn dev_share(d: &DevRows) -> ErrorShare {
     let get = |name: &str| d.iter().find(|(n, _, _)| *n == name).copied();
-    let dir = |pick: fn(&(&'static str, Option<i128>, Option<i128>)) -> Option<i128>| {
+    let dir = |pick: fn(&DevRow) -> Option<i128>| {
         let packets = get("Unicast packets").and_then(|r| pick(&r))?
             + get("Non-unicast packets").and_then(|r| pick(&r)).unwrap_or(0);
         Some(Share { packets, errors: get("Errors").and_then(|r| pick(&r)), discards: get("Discards").and_then(|r| pick(&r)) })
