@@ -80,6 +80,7 @@ golden_tests! {
     tcp_ipv4_long_options: "basic", ["--all", "--numeric", "--owner", "--tcp", "-4"];
     json_connections: "basic", ["-ano", "--json"];
     ethernet: "basic", ["-e"];
+    ethernet_per_interface: "basic", ["-e", "-v"];
     ethernet_and_statistics: "basic", ["-es"];
     statistics: "basic", ["-s"];
     statistics_tcp: "basic", ["-s", "-p", "tcp"];

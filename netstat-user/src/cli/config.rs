@@ -97,6 +97,8 @@ pub struct Config {
     pub family: Family,
     pub json: bool,
     pub interval: Option<u64>,
+    /// --delta: -e/-s displays after the first show each counter's change.
+    pub delta: bool,
     pub backend: Backend,
     pub ring_size: u32,
     pub owner_map_size: u32,

@@ -96,6 +96,9 @@ pub struct Cli {
     /// With --stream: stop after this many seconds (0 = until Ctrl+C)
     #[arg(long = "duration", value_name = "SECS", default_value_t = 0)]
     pub duration: u64,
+    /// With INTERVAL and -e or -s: each display after the first shows every counter's change and the interval's error share
+    #[arg(long = "delta")]
+    pub delta: bool,
     /// Do not trace: snapshots only
     #[arg(long = "no-trace")]
     pub no_trace: bool,
@@ -210,6 +213,9 @@ impl Cli {
         } else {
             Mode::Connections
         };
+        if self.delta && (interval.is_none() || !(self.statistics || self.ethernet)) {
+            return Err(UsageError("--delta needs an INTERVAL and -e or -s: it shows how their counters changed between displays".into()));
+        }
         Ok(Config {
             mode,
             all: self.all || self.listening,
@@ -225,6 +231,7 @@ impl Cli {
             family,
             json: self.json,
             interval,
+            delta: self.delta,
             backend,
             ring_size: self.ring_size,
             owner_map_size: self.owner_map_size,
