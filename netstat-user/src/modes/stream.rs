@@ -42,8 +42,7 @@ impl<W: Write> Out<W> {
                 if self.json {
                     json::event(&mut self.buf, &e, self.clock_offset_ns, &mut self.clock);
                 } else {
-                    self.buf.extend_from_slice(text::event_line(&e, self.clock_offset_ns).as_bytes());
-                    self.buf.push(b'\n');
+                    text::write_event(&mut self.buf, &e, self.clock_offset_ns);
                 }
             }
             // Stamped when the counters said so, not when written: every
@@ -53,8 +52,7 @@ impl<W: Write> Out<W> {
             }
             Record::Lost { reason, count, noticed_ns } => {
                 let at = *noticed_ns as i128 + self.clock_offset_ns;
-                self.buf.extend_from_slice(text::lost_line(at, reason, *count).as_bytes());
-                self.buf.push(b'\n');
+                text::write_lost(&mut self.buf, at, reason, *count);
             }
             Record::Bad(e) => eprintln!("netstat: undecodable kernel record: {}", escape(&e.to_string())),
         }
