@@ -81,6 +81,13 @@ pub enum Backend {
     Kprobe,
 }
 
+impl Config {
+    /// Does `--pid` let through a row or event whose owner has this PID?
+    pub fn pid_matches(&self, owner_pid: Option<u32>) -> bool {
+        self.pid.is_none_or(|p| owner_pid == Some(p))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
@@ -105,6 +112,8 @@ pub struct Config {
     pub count: u64,
     pub duration: u64,
     pub trace: bool,
+    /// --pid: only this process's connections and events.
+    pub pid: Option<u32>,
     pub proc_root: PathBuf,
     pub sys_root: PathBuf,
 }

@@ -99,6 +99,9 @@ pub struct Cli {
     /// Do not trace: snapshots only
     #[arg(long = "no-trace")]
     pub no_trace: bool,
+    /// Only this process's connections (displays, INTERVAL, --stream)
+    #[arg(long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
     /// Root of the proc filesystem (for tests)
     #[arg(long = "proc-root", value_name = "DIR", default_value = "/proc", hide = true)]
     pub proc_root: std::path::PathBuf,
@@ -210,6 +213,7 @@ impl Cli {
         } else {
             Mode::Connections
         };
+        check_pid(self.pid, &mode)?;
         Ok(Config {
             mode,
             all: self.all || self.listening,
@@ -233,9 +237,21 @@ impl Cli {
             count: self.count,
             duration: self.duration,
             trace: !self.no_trace,
+            pid: self.pid,
             proc_root: self.proc_root,
             sys_root: self.sys_root,
         })
+    }
+}
+
+/// `--pid` narrows connections and events; -r/-s/-e and the probe report
+/// are not per process.
+fn check_pid(pid: Option<u32>, mode: &Mode) -> Result<(), UsageError> {
+    match (pid, mode) {
+        (Some(p), Mode::Info { .. } | Mode::ProbeReport) => Err(UsageError(format!(
+            "--pid {p} selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report"
+        ))),
+        _ => Ok(()),
     }
 }
 
