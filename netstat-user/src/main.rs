@@ -12,19 +12,13 @@ fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::parse_args(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cfg = match cli::config_from_args(&args) {
         Ok(Ok(c)) => c,
         Ok(Err(help)) => {
             print!("{help}");
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            eprintln!("netstat: {e}");
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
-    };
-    let cfg = match cli.into_config() {
-        Ok(c) => c,
         Err(e) => {
             eprintln!("netstat: {e}");
             return ExitCode::from(cli::EXIT_USAGE);

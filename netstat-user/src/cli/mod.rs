@@ -1,6 +1,7 @@
 //! Raw command-line flags (clap derive) and their validation into `Config`.
 //! Owns the option set and its error messages; knows nothing of sockets.
 pub mod config;
+pub mod nettools;
 
 use clap::Parser;
 
@@ -111,6 +112,22 @@ pub struct Cli {
     /// Redisplay every INTERVAL seconds
     #[arg(value_name = "INTERVAL")]
     pub interval: Option<String>,
+}
+
+/// argv (program name first) → a `Config`, or help text to print with exit
+/// 0 (`Ok(Err(text))`), or one usage line. When our parse fails and the
+/// line is net-tools `netstat` syntax, the usage line names its equivalent
+/// here instead.
+pub fn config_from_args(args: &[std::ffi::OsString]) -> Result<Result<Config, String>, UsageError> {
+    let res = match Cli::parse_args(args.iter().cloned()) {
+        Ok(Ok(cli)) => cli.into_config().map(Ok),
+        Ok(Err(help)) => Ok(Err(help)),
+        Err(e) => Err(e),
+    };
+    res.map_err(|e| {
+        let rest: Option<Vec<String>> = args.iter().skip(1).map(|a| a.to_str().map(str::to_string)).collect();
+        rest.and_then(|r| nettools::hint(&r)).map(UsageError).unwrap_or(e)
+    })
 }
 
 /// A usage error: one line, exit code 2.
