@@ -4,7 +4,7 @@ use netstat_user::{
     EnvError, cli,
     cli::config::Mode,
     is_broken_pipe,
-    modes::{display, live, probe_report, stream},
+    modes::{display, live, probe_report, stream, version},
 };
 
 fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
         Mode::ProbeReport => probe_report::run(&cfg),
+        Mode::Version => version::run(&cfg),
         // Fixture trees (--proc-root) describe no live kernel: snapshots only.
         Mode::Connections if cfg.interval.is_some() && cfg.trace && live_kernel(&cfg) => live::run(&cfg),
         Mode::Connections => {

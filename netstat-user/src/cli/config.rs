@@ -15,6 +15,8 @@ pub enum Mode {
     Stream,
     /// --probe-report
     ProbeReport,
+    /// --version
+    Version,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

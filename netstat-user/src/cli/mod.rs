@@ -103,6 +103,9 @@ pub struct Cli {
     /// Only this process's connections (displays, INTERVAL, --stream)
     #[arg(long = "pid", value_name = "PID")]
     pub pid: Option<u32>,
+    /// Print the version, git revision and the kernel features found, then exit
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
     /// Root of the proc filesystem (for tests)
     #[arg(long = "proc-root", value_name = "DIR", default_value = "/proc", hide = true)]
     pub proc_root: std::path::PathBuf,
@@ -217,7 +220,9 @@ impl Cli {
         if self.max_rows == 0 {
             return Err(UsageError("invalid --max-rows 0: must be at least 1".into()));
         }
-        let mode = if self.probe_report {
+        let mode = if self.version {
+            Mode::Version
+        } else if self.probe_report {
             Mode::ProbeReport
         } else if self.stream {
             Mode::Stream
@@ -265,7 +270,7 @@ impl Cli {
 /// are not per process.
 fn check_pid(pid: Option<u32>, mode: &Mode) -> Result<(), UsageError> {
     match (pid, mode) {
-        (Some(p), Mode::Info { .. } | Mode::ProbeReport) => Err(UsageError(format!(
+        (Some(p), Mode::Info { .. } | Mode::ProbeReport | Mode::Version) => Err(UsageError(format!(
             "--pid {p} selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report"
         ))),
         _ => Ok(()),
