@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         Mode::Stream => stream::run(&cfg),
         Mode::ProbeReport => probe_report::run(&cfg),
         Mode::Version => version::run(&cfg),
+        Mode::Generate(a) => {
+            let mut out = std::io::stdout().lock();
+            cli::generate::write(a, &mut out).and_then(|()| std::io::Write::flush(&mut out)).map(|()| ExitCode::SUCCESS).map_err(Into::into)
+        }
         // Fixture trees (--proc-root) describe no live kernel: snapshots only.
         Mode::Connections if cfg.interval.is_some() && cfg.trace && live_kernel(&cfg) => live::run(&cfg),
         Mode::Connections => {

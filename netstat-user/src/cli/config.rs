@@ -17,6 +17,8 @@ pub enum Mode {
     ProbeReport,
     /// --version
     Version,
+    /// --generate KIND: the man page or a shell's completions.
+    Generate(super::generate::Artifact),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

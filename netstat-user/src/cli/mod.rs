@@ -1,6 +1,7 @@
 //! Raw command-line flags (clap derive) and their validation into `Config`.
 //! Owns the option set and its error messages; knows nothing of sockets.
 pub mod config;
+pub mod generate;
 pub mod nettools;
 
 use clap::Parser;
@@ -106,6 +107,9 @@ pub struct Cli {
     /// Print the version, git revision and the kernel features found, then exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
+    /// Print the man page (man) or completions (bash, zsh, fish), for packaging
+    #[arg(long = "generate", value_name = "KIND", hide = true)]
+    pub generate: Option<String>,
     /// Root of the proc filesystem (for tests)
     #[arg(long = "proc-root", value_name = "DIR", default_value = "/proc", hide = true)]
     pub proc_root: std::path::PathBuf,
@@ -220,7 +224,15 @@ impl Cli {
         if self.max_rows == 0 {
             return Err(UsageError("invalid --max-rows 0: must be at least 1".into()));
         }
-        let mode = if self.version {
+        let generate = match self.generate.as_deref() {
+            None => None,
+            Some(k) => Some(generate::Artifact::parse(k).ok_or_else(|| {
+                UsageError(format!("invalid --generate '{}': expected man, bash, zsh or fish", crate::escape::escape(k)))
+            })?),
+        };
+        let mode = if let Some(a) = generate {
+            Mode::Generate(a)
+        } else if self.version {
             Mode::Version
         } else if self.probe_report {
             Mode::ProbeReport
@@ -270,7 +282,7 @@ impl Cli {
 /// are not per process.
 fn check_pid(pid: Option<u32>, mode: &Mode) -> Result<(), UsageError> {
     match (pid, mode) {
-        (Some(p), Mode::Info { .. } | Mode::ProbeReport | Mode::Version) => Err(UsageError(format!(
+        (Some(p), Mode::Info { .. } | Mode::ProbeReport | Mode::Version | Mode::Generate(_)) => Err(UsageError(format!(
             "--pid {p} selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report"
         ))),
         _ => Ok(()),
