@@ -85,7 +85,7 @@ fn ensure_bpf_linker() -> Result<()> {
     }
 }
 
-fn have(cmd: &str) -> bool {
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .stdout(Stdio::null())
