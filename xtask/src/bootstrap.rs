@@ -87,7 +87,7 @@ fn ensure_bpf_linker() -> Result<()> {
 
 /// A command on PATH, or (when `cmd` holds a space) a shell probe that
 /// succeeds, e.g. `perl -MParse::Netstat -e 1` for a library package.
-fn have(cmd: &str) -> bool {
+pub fn have(cmd: &str) -> bool {
     let probe = if cmd.contains(' ') { cmd.to_string() } else { format!("command -v {cmd}") };
     Command::new("sh")
         .args(["-c", &probe])

@@ -22,11 +22,12 @@ pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
     for c in &mut conns {
         c.id.netns = ns;
     }
-    if cfg.owner || cfg.executable || cfg.json {
+    if cfg.owner || cfg.executable || cfg.json || cfg.pid.is_some() {
         // Only rows that will be shown need an owner.
         conns.retain(|c| render::connections::wanted(c, cfg));
         ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut conns, cfg.executable || cfg.json);
     }
+    conns.retain(|c| cfg.pid_matches(c.owner.as_ref().map(|o| o.pid)));
     Ok(conns)
 }
 
