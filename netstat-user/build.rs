@@ -2,6 +2,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
+    git_revision();
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -24,4 +25,39 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     aya_build::build_ebpf([ebpf_package], Toolchain::default())
+}
+
+/// The git revision `netstat --version` prints: `git rev-parse --short
+/// HEAD` of the checkout being built, `NETSTAT_GIT_REV` when set (a
+/// packager's tarball), else `unknown`. Rerun when HEAD moves.
+fn git_revision() {
+    println!("cargo:rerun-if-env-changed=NETSTAT_GIT_REV");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").args(args).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let rev = std::env::var("NETSTAT_GIT_REV")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| git(&["rev-parse", "--short", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=NETSTAT_GIT_REV={rev}");
+    // HEAD, the branch it points to (a worktree keeps its HEAD apart from
+    // the shared refs) and packed-refs; only paths that exist, or cargo
+    // would rerun every build.
+    let mut watch = Vec::new();
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watch.push(std::path::PathBuf::from(dir).join("HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        let common = std::path::PathBuf::from(common);
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(common.join(branch));
+        }
+        watch.push(common.join("packed-refs"));
+    }
+    for p in watch.into_iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
 }

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(e) = Event::try_from(data) {
         let e = SockEvent::decode(&e);
         // A fixed clock offset: the same input gives the same run.
-        let line = stream::event_line(&e, 1_795_478_400_000_000_000);
+        let mut buf = Vec::new();
+        stream::write_event(&mut buf, &e, 1_795_478_400_000_000_000);
+        let line = String::from_utf8(buf).expect("the text line is UTF-8");
+        let line = line.strip_suffix('\n').expect("one line");
         assert!(!line.contains('\x1b') && !line.contains('\n'), "unescaped output: {line:?}");
         let mut buf = Vec::new();
         json::event(&mut buf, &e, 1_795_478_400_000_000_000, &mut json::Clock::default());

@@ -4,7 +4,7 @@ use netstat_user::{
     EnvError, cli,
     cli::config::Mode,
     is_broken_pipe,
-    modes::{display, live, probe_report, stream},
+    modes::{display, live, probe_report, stream, version},
 };
 
 fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
@@ -12,7 +12,8 @@ fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::parse_args(std::env::args_os()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cfg = match cli::config_from_args(&args) {
         Ok(Ok(c)) => c,
         Ok(Err(help)) => {
             print!("{help}");
@@ -23,16 +24,14 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_USAGE);
         }
     };
-    let cfg = match cli.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("netstat: {e}");
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
-    };
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
         Mode::ProbeReport => probe_report::run(&cfg),
+        Mode::Version => version::run(&cfg),
+        Mode::Generate(a) => {
+            let mut out = std::io::stdout().lock();
+            cli::generate::write(a, &mut out).and_then(|()| std::io::Write::flush(&mut out)).map(|()| ExitCode::SUCCESS).map_err(Into::into)
+        }
         // Fixture trees (--proc-root) describe no live kernel: snapshots only.
         Mode::Connections if cfg.interval.is_some() && cfg.trace && live_kernel(&cfg) => live::run(&cfg),
         Mode::Connections => {

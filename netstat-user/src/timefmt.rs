@@ -31,6 +31,21 @@ pub fn rfc3339_nanos(unix_ns: i128) -> String {
     )
 }
 
+/// `23:59:59.999999`: the UTC time of day, microseconds, for nanoseconds
+/// since the Unix epoch (the `--stream` text column; JSON keeps the date
+/// and the nanoseconds). Formats without allocating.
+#[derive(Clone, Copy)]
+pub struct TimeOfDay(pub i128);
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.div_euclid(1_000_000_000) as i64;
+        let micros = self.0.rem_euclid(1_000_000_000) as u32 / 1000;
+        let sod = secs.rem_euclid(86_400);
+        write!(f, "{:02}:{:02}:{:02}.{micros:06}", sod / 3600, (sod / 60) % 60, sod % 60)
+    }
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -55,5 +70,7 @@ mod tests {
         assert_eq!(rfc3339_nanos(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
         assert_eq!(rfc3339_nanos(1_795_478_400_123_456_789), "2026-11-24T00:00:00.123456789Z");
         assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(TimeOfDay(1_795_478_400_123_456_789).to_string(), "00:00:00.123456");
+        assert_eq!(TimeOfDay(-1).to_string(), "23:59:59.999999");
     }
 }

@@ -19,6 +19,8 @@ fn run(tree: &str, args: &[&str]) -> (String, String, i32) {
         .arg(root.join("proc"))
         .arg("--sys-root")
         .arg(root.join("sys"))
+        // Names without -n come from the tree's etc/ only, never DNS.
+        .env("NETSTAT_ETC", root.join("etc"))
         .output()
         .expect("run netstat");
     (
@@ -63,6 +65,8 @@ macro_rules! golden_tests {
 
 golden_tests! {
     active_tcp_only: "basic", ["-n"];
+    names_foreign_only: "basic", ["-a"];
+    names_fqdn: "basic", ["-af"];
     all: "basic", ["-an"];
     all_with_pid: "basic", ["-ano"];
     executables: "basic", ["-anb"];
@@ -76,6 +80,7 @@ golden_tests! {
     tcp_ipv4_long_options: "basic", ["--all", "--numeric", "--owner", "--tcp", "-4"];
     json_connections: "basic", ["-ano", "--json"];
     ethernet: "basic", ["-e"];
+    ethernet_per_interface: "basic", ["-e", "-v"];
     ethernet_and_statistics: "basic", ["-es"];
     statistics: "basic", ["-s"];
     statistics_tcp: "basic", ["-s", "-p", "tcp"];

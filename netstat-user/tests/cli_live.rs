@@ -241,7 +241,7 @@ fn ano_settled(ns: &Netns, want: usize) -> Vec<Row> {
     loop {
         let mut r = rows(&ns.netstat(&["-ano"]), true);
         r.sort();
-        if (r.len() == want && r.iter().all(|r| r.pid.as_deref() != Some("-"))) || Instant::now() > deadline {
+        if (r.len() == want && r.iter().all(|r| r.pid.as_deref() != Some("0"))) || Instant::now() > deadline {
             return r;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -407,8 +407,11 @@ fn names_come_from_hosts_and_services_and_a_dead_resolver_costs_at_most_a_second
     ns.ip(&["addr", "add", "10.77.0.2/24", "dev", "vrs0"]);
     let name = tag("nsRes");
     ns.load(&["hold", "--name", &name, "--tcp-listen", "10.77.0.1:80", "--tcp-listen", "10.77.0.2:7002", "--seconds", "30"]);
-    let c = ns.load(&["hold", "--name", &name, "--tcp-connect", "10.77.0.1:80", "--seconds", "30"]);
+    let c = ns.load(&["hold", "--name", &name, "--tcp-connect", "10.77.0.1:80", "--tcp-connect", "10.77.0.2:7002", "--seconds", "30"]);
     let cport = c["tcp_connect"][0]["local"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    // 10.77.0.2 has no name in hosts: only its reverse lookup asks DNS.
+    let dlocal = c["tcp_connect"][1]["local"].as_str().unwrap().to_string();
+    let dforeign = format!("alpha:{}", dlocal.rsplit(':').next().unwrap());
 
     let start = Instant::now();
     let text = ns.netstat(&["-a"]);
@@ -418,11 +421,18 @@ fn names_come_from_hosts_and_services_and_a_dead_resolver_costs_at_most_a_second
     assert!(took >= Duration::from_millis(800), "netstat -a took only {took:?}: no reverse lookup was tried");
     let got: BTreeSet<(String, String, String)> =
         rows(&text, false).into_iter().map(|r| (r.local, r.foreign, r.state)).collect();
+    // As in Windows: the local side stays numeric, a listener's foreign
+    // address is this machine's name and port 0.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let host = host.split('.').next().unwrap().to_string();
+    let listener_foreign = format!("{host}:0");
     let want: BTreeSet<(String, String, String)> = [
-        ("alpha:http", "0.0.0.0:0", "LISTENING"),
-        ("alpha:http", &format!("alpha:{cport}"), "ESTABLISHED"),
-        (&format!("alpha:{cport}"), "alpha:http", "ESTABLISHED"),
-        ("10.77.0.2:nsdemo", "0.0.0.0:0", "LISTENING"),
+        ("10.77.0.1:80", listener_foreign.as_str(), "LISTENING"),
+        ("10.77.0.1:80", &format!("alpha:{cport}"), "ESTABLISHED"),
+        (&format!("10.77.0.1:{cport}"), "alpha:http", "ESTABLISHED"),
+        ("10.77.0.2:7002", listener_foreign.as_str(), "LISTENING"),
+        ("10.77.0.2:7002", dforeign.as_str(), "ESTABLISHED"),
+        (dlocal.as_str(), "10.77.0.2:nsdemo", "ESTABLISHED"),
     ]
     .into_iter()
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
@@ -433,7 +443,7 @@ fn names_come_from_hosts_and_services_and_a_dead_resolver_costs_at_most_a_second
     let text = ns.netstat(&["-f"]);
     let fq = rows(&text, false);
     assert!(
-        fq.iter().any(|r| r.local == format!("alpha:{cport}") && r.foreign == "alpha.example.test:http"),
+        fq.iter().any(|r| r.local == format!("10.77.0.1:{cport}") && r.foreign == "alpha.example.test:http"),
         "{text}"
     );
 }

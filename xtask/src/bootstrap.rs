@@ -85,9 +85,12 @@ fn ensure_bpf_linker() -> Result<()> {
     }
 }
 
-fn have(cmd: &str) -> bool {
+/// A command on PATH, or (when `cmd` holds a space) a shell probe that
+/// succeeds, e.g. `perl -MParse::Netstat -e 1` for a library package.
+pub fn have(cmd: &str) -> bool {
+    let probe = if cmd.contains(' ') { cmd.to_string() } else { format!("command -v {cmd}") };
     Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
+        .args(["-c", &probe])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -130,6 +133,10 @@ pub const TEST_COMMANDS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("setpriv", "util-linux"),
     ("capsh", "libcap2-bin"),
+    // tests/machine_consumers.rs: jc goes into a venv of Debian's python3
+    // (the test installs it from PyPI), Parse::Netstat from Debian.
+    ("/usr/bin/python3 -c 'import ensurepip, venv'", "python3-venv"),
+    ("perl -MParse::Netstat -e 1", "libparse-netstat-perl"),
 ];
 
 /// What the kernel tests need from the host: tracefs mounted. Best effort:

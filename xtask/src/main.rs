@@ -6,6 +6,7 @@ mod bench;
 mod bless;
 mod bootstrap;
 mod fuzz;
+mod install;
 mod vm;
 
 use std::{
@@ -29,6 +30,10 @@ commands:
   bench [ARGS]       the benchmark figures of issue 6 side by side; writes bench/RESULTS.md (--help)
   bench-backends [ARGS]
                      each probe backend's cost on 6.1 and 6.12 under qemu; writes bench/BACKENDS.md (--help)
+  install [--prefix DIR]
+                     build, then install bin/netstat, its man page (man8) and bash/zsh/fish
+                     completions under DIR (default /usr/local)
+  test-install       install the built binary into a scratch prefix and check man, bash, --version
   bless              rewrite the golden files of tests/cli_golden.rs from netstat's current output
                      (after a deliberate change; refused when CI is set)
 ";
@@ -76,6 +81,15 @@ fn run(args: &[String]) -> Result<ExitCode> {
             fuzz::run(rest)?;
             Ok(ExitCode::SUCCESS)
         }
+        "install" => {
+            install::run(rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "test-install" => {
+            build()?;
+            install::self_test()?;
+            Ok(ExitCode::SUCCESS)
+        }
         "bench" => {
             bench::run(rest)?;
             Ok(ExitCode::SUCCESS)
@@ -121,7 +135,7 @@ pub fn check(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-fn build() -> Result<()> {
+pub fn build() -> Result<()> {
     bootstrap::ensure()?;
     let mut c = cargo();
     c.args(["build", "--release", "-p", "netstat-user", "--bins"]);
@@ -139,6 +153,8 @@ fn test(extra: &[String]) -> Result<()> {
     // Kernel tests share the machine's kernel; a few at a time keeps 2 cores responsive.
     c.env("RUST_TEST_THREADS", std::env::var("RUST_TEST_THREADS").unwrap_or_else(|_| "2".into()));
     check(c)?;
+    // `cargo xtask install` into a scratch prefix, with the binary just built.
+    install::self_test()?;
     // A short fuzz pass over every parser, the same inputs every run of a
     // commit (the open-ended one is `cargo xtask fuzz`).
     fuzz::repeatable_pass()?;

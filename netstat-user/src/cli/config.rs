@@ -15,6 +15,10 @@ pub enum Mode {
     Stream,
     /// --probe-report
     ProbeReport,
+    /// --version
+    Version,
+    /// --generate KIND: the man page or a shell's completions.
+    Generate(super::generate::Artifact),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,13 @@ pub enum Backend {
     Kprobe,
 }
 
+impl Config {
+    /// Does `--pid` let through a row or event whose owner has this PID?
+    pub fn pid_matches(&self, owner_pid: Option<u32>) -> bool {
+        self.pid.is_none_or(|p| owner_pid == Some(p))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
@@ -97,6 +108,8 @@ pub struct Config {
     pub family: Family,
     pub json: bool,
     pub interval: Option<u64>,
+    /// --delta: -e/-s displays after the first show each counter's change.
+    pub delta: bool,
     pub backend: Backend,
     pub ring_size: u32,
     pub owner_map_size: u32,
@@ -105,6 +118,8 @@ pub struct Config {
     pub count: u64,
     pub duration: u64,
     pub trace: bool,
+    /// --pid: only this process's connections and events.
+    pub pid: Option<u32>,
     pub proc_root: PathBuf,
     pub sys_root: PathBuf,
 }

@@ -1,6 +1,8 @@
 //! Raw command-line flags (clap derive) and their validation into `Config`.
 //! Owns the option set and its error messages; knows nothing of sockets.
 pub mod config;
+pub mod generate;
+pub mod nettools;
 
 use clap::Parser;
 
@@ -96,9 +98,21 @@ pub struct Cli {
     /// With --stream: stop after this many seconds (0 = until Ctrl+C)
     #[arg(long = "duration", value_name = "SECS", default_value_t = 0)]
     pub duration: u64,
+    /// With INTERVAL and -e or -s: each display after the first shows every counter's change and the interval's error share
+    #[arg(long = "delta")]
+    pub delta: bool,
     /// Do not trace: snapshots only
     #[arg(long = "no-trace")]
     pub no_trace: bool,
+    /// Only this process's connections (displays, INTERVAL, --stream)
+    #[arg(long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Print the version, git revision and the kernel features found, then exit
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+    /// Print the man page (man) or completions (bash, zsh, fish), for packaging
+    #[arg(long = "generate", value_name = "KIND", hide = true)]
+    pub generate: Option<String>,
     /// Root of the proc filesystem (for tests)
     #[arg(long = "proc-root", value_name = "DIR", default_value = "/proc", hide = true)]
     pub proc_root: std::path::PathBuf,
@@ -108,6 +122,22 @@ pub struct Cli {
     /// Redisplay every INTERVAL seconds
     #[arg(value_name = "INTERVAL")]
     pub interval: Option<String>,
+}
+
+/// argv (program name first) → a `Config`, or help text to print with exit
+/// 0 (`Ok(Err(text))`), or one usage line. When our parse fails and the
+/// line is net-tools `netstat` syntax, the usage line names its equivalent
+/// here instead.
+pub fn config_from_args(args: &[std::ffi::OsString]) -> Result<Result<Config, String>, UsageError> {
+    let res = match Cli::parse_args(args.iter().cloned()) {
+        Ok(Ok(cli)) => cli.into_config().map(Ok),
+        Ok(Err(help)) => Ok(Err(help)),
+        Err(e) => Err(e),
+    };
+    res.map_err(|e| {
+        let rest: Option<Vec<String>> = args.iter().skip(1).map(|a| a.to_str().map(str::to_string)).collect();
+        rest.and_then(|r| nettools::hint(&r)).map(UsageError).unwrap_or(e)
+    })
 }
 
 /// A usage error: one line, exit code 2.
@@ -197,7 +227,17 @@ impl Cli {
         if self.max_rows == 0 {
             return Err(UsageError("invalid --max-rows 0: must be at least 1".into()));
         }
-        let mode = if self.probe_report {
+        let generate = match self.generate.as_deref() {
+            None => None,
+            Some(k) => Some(generate::Artifact::parse(k).ok_or_else(|| {
+                UsageError(format!("invalid --generate '{}': expected man, bash, zsh or fish", crate::escape::escape(k)))
+            })?),
+        };
+        let mode = if let Some(a) = generate {
+            Mode::Generate(a)
+        } else if self.version {
+            Mode::Version
+        } else if self.probe_report {
             Mode::ProbeReport
         } else if self.stream {
             Mode::Stream
@@ -210,6 +250,10 @@ impl Cli {
         } else {
             Mode::Connections
         };
+        if self.delta && (interval.is_none() || !(self.statistics || self.ethernet)) {
+            return Err(UsageError("--delta needs an INTERVAL and -e or -s: it shows how their counters changed between displays".into()));
+        }
+        check_pid(self.pid, &mode)?;
         Ok(Config {
             mode,
             all: self.all || self.listening,
@@ -225,6 +269,7 @@ impl Cli {
             family,
             json: self.json,
             interval,
+            delta: self.delta,
             backend,
             ring_size: self.ring_size,
             owner_map_size: self.owner_map_size,
@@ -233,9 +278,21 @@ impl Cli {
             count: self.count,
             duration: self.duration,
             trace: !self.no_trace,
+            pid: self.pid,
             proc_root: self.proc_root,
             sys_root: self.sys_root,
         })
+    }
+}
+
+/// `--pid` narrows connections and events; -r/-s/-e and the probe report
+/// are not per process.
+fn check_pid(pid: Option<u32>, mode: &Mode) -> Result<(), UsageError> {
+    match (pid, mode) {
+        (Some(p), Mode::Info { .. } | Mode::ProbeReport | Mode::Version | Mode::Generate(_)) => Err(UsageError(format!(
+            "--pid {p} selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -2,7 +2,6 @@
 //! statistics (-s), interfaces (-e), once or every INTERVAL until Ctrl+C.
 use std::{
     io::{BufWriter, Write},
-    path::Path,
     process::ExitCode,
     time::Duration,
 };
@@ -10,10 +9,10 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::config::{Config, Mode},
+    cli::config::{Config, Mode, StatsProto},
     model::{Connection, Proto},
     render,
-    sources::{info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
+    sources::{delta, info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
 };
 
 /// The sockets a display shows, owners filled when -o/-b/--json ask for them.
@@ -23,20 +22,22 @@ pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
     for c in &mut conns {
         c.id.netns = ns;
     }
-    if cfg.owner || cfg.executable || cfg.json {
+    if cfg.owner || cfg.executable || cfg.json || cfg.pid.is_some() {
         // Only rows that will be shown need an owner.
         conns.retain(|c| render::connections::wanted(c, cfg));
         ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut conns, cfg.executable || cfg.json);
     }
+    conns.retain(|c| cfg.pid_matches(c.owner.as_ref().map(|o| o.pid)));
     Ok(conns)
 }
 
 /// Display once, or every INTERVAL seconds until interrupted.
 pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let names = (!cfg.numeric).then(|| Resolver::new(Path::new("/etc")));
+    let names = (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root));
+    let mut previous = Previous::default();
     loop {
         let mut out = BufWriter::new(std::io::stdout().lock());
-        render(cfg, names.as_ref(), &mut out)?;
+        render(cfg, names.as_ref(), &mut previous, &mut out)?;
         out.flush()?;
         drop(out);
         match cfg.interval {
@@ -46,10 +47,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What -e and -s read last, for --delta's next display.
+#[derive(Default)]
+pub struct Previous {
+    interfaces: Option<delta::DevRows>,
+    sections: Option<Vec<info::Section>>,
+}
+
 /// One display of whatever `cfg.mode` asks for.
-pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> anyhow::Result<()> {
+pub fn render(cfg: &Config, names: Option<&Resolver>, previous: &mut Previous, w: &mut impl Write) -> anyhow::Result<()> {
     match cfg.mode {
-        Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, w),
+        Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, names, previous, w),
         _ => {
             let conns = connections(cfg)?;
             render::connections::write(&conns, cfg, names, w)?;
@@ -58,16 +66,33 @@ pub fn render(cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> any
     }
 }
 
-fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &mut impl Write) -> anyhow::Result<()> {
+fn render_info(
+    cfg: &Config,
+    route: bool,
+    statistics: bool,
+    ethernet: bool,
+    names: Option<&Resolver>,
+    previous: &mut Previous,
+    w: &mut impl Write,
+) -> anyhow::Result<()> {
     let (proc_root, sys_root) = (&cfg.proc_root, &cfg.sys_root);
     let mut json = render::info::InfoDocument::default();
+    let mut shares = Vec::new();
+    let dev_delta;
     if ethernet {
-        let r = info::interfaces(proc_root, sys_root)?;
+        let r = info::interfaces(proc_root, sys_root, &info::read_counters(proc_root)?)?;
+        let rows = delta::dev_rows(&r.total);
+        dev_delta = previous.interfaces.as_ref().filter(|_| cfg.delta).map(|before| delta::dev_delta(&rows, before));
+        let share = dev_delta.as_ref().map(delta::dev_share);
+        shares.extend(share.clone());
         if cfg.json {
             json.interface_statistics = Some(r);
         } else {
-            render::info::write_interfaces(&r, w)?;
+            render::info::write_interfaces(&r, cfg.verbose, dev_delta.as_ref().zip(share.as_ref()), w)?;
         }
+        previous.interfaces = Some(rows);
+    } else {
+        dev_delta = None;
     }
     if route {
         let r = info::routes(proc_root, sys_root)?;
@@ -89,6 +114,7 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
         }
     }
     let sections;
+    let sections_delta;
     if statistics {
         let counters = info::read_counters(proc_root)?;
         let tcp = snapshot::snapshot_tables(
@@ -97,13 +123,31 @@ fn render_info(cfg: &Config, route: bool, statistics: bool, ethernet: bool, w: &
         )
         .context("reading sockets")?;
         sections = info::statistics(&counters, info::current_connections(&tcp), cfg);
+        sections_delta = previous.sections.as_ref().filter(|_| cfg.delta).map(|before| delta::sections_delta(&sections, before));
+        let share = sections_delta.as_deref().map(delta::sections_share).unwrap_or_default();
+        shares.extend(share.iter().cloned());
         if cfg.json {
             json.statistics = Some(render::info::StatisticsJson(&sections));
         } else {
-            render::info::write_statistics(&sections, w)?;
+            render::info::write_statistics(&sections, sections_delta.as_deref().map(|d| (d, &share[..])), w)?;
+            // -p names a protocol's connections too: netstat -s -p tcp
+            // follows the statistics with that protocol's table.
+            if matches!(cfg.stats_proto, Some(StatsProto::Tcp | StatsProto::TcpV6 | StatsProto::Udp | StatsProto::UdpV6)) {
+                render::connections::write(&connections(cfg)?, cfg, names, w)?;
+            }
         }
+        previous.sections = Some(sections.clone());
+    } else {
+        sections_delta = None;
     }
     if cfg.json {
+        if dev_delta.is_some() || sections_delta.is_some() {
+            json.delta = Some(render::info::DeltaJson {
+                interface_statistics: dev_delta.as_ref(),
+                statistics: sections_delta.as_deref().map(render::info::StatisticsJson),
+            });
+            json.error_share = Some(shares.iter().map(Into::into).collect());
+        }
         json.write(w)?;
     }
     Ok(())

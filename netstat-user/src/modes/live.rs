@@ -101,9 +101,10 @@ impl Live<'_> {
     }
 
     fn render(&mut self, w: &mut impl Write) -> std::io::Result<()> {
-        let mut conns: Vec<Connection> = self.table.live().cloned().collect();
+        let pid = |o: &Option<Owner>| self.cfg.pid_matches(o.as_ref().map(|o| o.pid));
+        let mut conns: Vec<Connection> = self.table.live().filter(|c| pid(&c.owner)).cloned().collect();
         let mut closed_rows: Vec<ClosedConnection> =
-            self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c)).collect();
+            self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c) && pid(&c.conn.owner)).collect();
         closed_rows.sort_by_key(|c| c.closed_ns);
         for o in conns.iter_mut().filter_map(|c| c.owner.as_mut()).chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())) {
             self.exes.fill(o);
@@ -168,7 +169,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         cfg,
         table: Table::new(netns_inode(&cfg.proc_root), cfg.max_rows),
         exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
-        names: (!cfg.numeric).then(|| Resolver::new(Path::new("/etc"))),
+        names: (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root)),
         clock: realtime_offset_ns(),
     };
     let mut stop = Stop::install()?;
@@ -182,7 +183,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         // Only the seed asks /proc for owners: after it, the kernel says.
         let started = monotonic_ns();
         let mut snap = snapshot::with_cookies(cfg).context("reading sockets")?;
-        if !seeded && (cfg.owner || cfg.executable) {
+        if !seeded && (cfg.owner || cfg.executable || cfg.pid.is_some()) {
             ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut snap, cfg.executable);
             for o in snap.iter().filter_map(|c| c.owner.as_ref()) {
                 live.exes.by_pid.entry(o.pid).or_insert_with(|| o.exe.clone());

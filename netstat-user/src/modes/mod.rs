@@ -5,3 +5,4 @@ pub mod live;
 pub mod probe_report;
 pub mod signals;
 pub mod stream;
+pub mod version;

@@ -31,19 +31,24 @@ struct Out<W: Write> {
     buf: Vec<u8>,
     clock: json::Clock,
     clock_offset_ns: i128,
+    /// --pid: only that process's events (lost lines are everyone's).
+    pid: Option<u32>,
 }
 
 impl<W: Write> Out<W> {
-    fn record(&mut self, rec: &Record) -> std::io::Result<()> {
+    /// Write one record; false for an event `--pid` leaves out.
+    fn record(&mut self, rec: &Record) -> std::io::Result<bool> {
         self.buf.clear();
         match rec {
             Record::Event(e) => {
                 let e = SockEvent::decode(e);
+                if !self.pid_matches(e.owner.as_ref().map(|o| o.pid)) {
+                    return Ok(false);
+                }
                 if self.json {
                     json::event(&mut self.buf, &e, self.clock_offset_ns, &mut self.clock);
                 } else {
-                    self.buf.extend_from_slice(text::event_line(&e, self.clock_offset_ns).as_bytes());
-                    self.buf.push(b'\n');
+                    text::write_event(&mut self.buf, &e, self.clock_offset_ns);
                 }
             }
             // Stamped when the counters said so, not when written: every
@@ -53,12 +58,16 @@ impl<W: Write> Out<W> {
             }
             Record::Lost { reason, count, noticed_ns } => {
                 let at = *noticed_ns as i128 + self.clock_offset_ns;
-                self.buf.extend_from_slice(text::lost_line(at, reason, *count).as_bytes());
-                self.buf.push(b'\n');
+                text::write_lost(&mut self.buf, at, reason, *count);
             }
             Record::Bad(e) => eprintln!("netstat: undecodable kernel record: {}", escape(&e.to_string())),
         }
-        self.w.write_all(&self.buf)
+        self.w.write_all(&self.buf)?;
+        Ok(true)
+    }
+
+    fn pid_matches(&self, owner_pid: Option<u32>) -> bool {
+        self.pid.is_none_or(|p| owner_pid == Some(p))
     }
 }
 
@@ -81,6 +90,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
         buf: Vec::with_capacity(512),
         clock: json::Clock::default(),
         clock_offset_ns: tracer.clock_offset_ns,
+        pid: cfg.pid,
     };
     if !cfg.json {
         writeln!(out.w, "{}", text::TEXT_HEADER)?;
@@ -111,12 +121,12 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
             }
         }
         for rec in batch.drain(..) {
+            let shown = out.record(&rec)?;
             match &rec {
-                Record::Event(_) => events += 1,
+                Record::Event(_) if shown => events += 1,
                 Record::Lost { count, .. } => lost += count,
-                Record::Bad(_) => {}
+                _ => {}
             }
-            out.record(&rec)?;
             if cfg.count > 0 && events >= cfg.count {
                 stop = true;
                 more = false;

@@ -52,7 +52,9 @@ pub fn select<'a>(conns: &'a [Connection], cfg: &Config) -> Vec<&'a Connection> 
 pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
     let rows = select(conns, cfg);
     if let Some(r) = names {
-        r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
+        // The text resolves only foreign addresses; JSON names both ends.
+        let local = cfg.json.then_some(());
+        r.prepare(rows.iter().flat_map(|c| [local.map(|_| c.local.ip()), Some(c.remote.ip())]).flatten());
     }
     if cfg.json {
         write_json(&rows, cfg, names, w)
@@ -77,47 +79,98 @@ fn header(cfg: &Config) -> String {
     h
 }
 
+/// `s` left-aligned in `width`; a longer `s` is kept whole (the separator
+/// after it keeps the fields apart).
+pub(crate) fn field(out: &mut String, s: &str, width: usize) {
+    out.push_str(s);
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(s.chars().count())));
+}
+
+/// One row as Windows writes it (its message table's
+/// `"  %1!-5s!  %2!-21s!  %3!-21s!  %4!s!"`, with -o `%4!-12s!    %5!u!`,
+/// with -t `%4!-12s!    %5!-12s!`, with both `... %5!u!\t%6!-12s!`):
+/// two spaces between fields however long an address is, the PID always a
+/// number (0: no process holds the socket, or its holder cannot be seen),
+/// and trailing padding where Windows pads.
+pub fn row_text(line: &mut String, proto: &str, local: &str, foreign: &str, state: &str, pid: Option<u32>, offload: Option<&str>) {
+    line.push_str("  ");
+    field(line, proto, 5);
+    line.push_str("  ");
+    field(line, local, 21);
+    line.push_str("  ");
+    field(line, foreign, 21);
+    line.push_str("  ");
+    if pid.is_none() && offload.is_none() {
+        line.push_str(state);
+        return;
+    }
+    field(line, state, 12);
+    line.push_str("    ");
+    match (pid, offload) {
+        (Some(pid), Some(off)) => {
+            line.push_str(&pid.to_string());
+            line.push('\t');
+            field(line, off, 12);
+        }
+        (Some(pid), None) => line.push_str(&pid.to_string()),
+        (None, Some(off)) => field(line, off, 12),
+        (None, None) => {}
+    }
+}
+
+/// The -o cell: the holder's PID, 0 when there is none to name.
+pub fn pid_cell(c: &Connection) -> u32 {
+    c.owner.as_ref().map_or(0, |o| o.pid)
+}
+
 pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "\nActive Connections\n")?;
     writeln!(w, "{}", header(cfg))?;
+    if cfg.offload {
+        writeln!(w)?;
+    }
     let mut line = String::with_capacity(128);
     for c in rows {
         line.clear();
-        line.push_str("  ");
-        cell(&mut line, c.proto.name(), 7);
-        cell(&mut line, &endpoint(c.local, c.proto, names, false, cfg.fqdn), 23);
-        let foreign = if c.proto == Proto::Udp && c.is_unconnected_udp() {
-            "*:*".to_string()
-        } else {
-            endpoint(c.remote, c.proto, names, true, cfg.fqdn)
-        };
-        cell(&mut line, &foreign, 23);
-        cell(&mut line, c.state.map(tcp_state_name).unwrap_or(""), 16);
-        if cfg.owner {
-            let pid = c.owner.as_ref().map(|o| o.pid.to_string()).unwrap_or_else(|| "-".into());
-            cell(&mut line, &pid, 9);
-        }
-        if cfg.offload {
-            line.push_str(offload_state(c));
-        }
-        line.truncate(line.trim_end().len());
+        let foreign = foreign_text(c, names, cfg.fqdn);
+        // Windows leaves the state and offload state of a UDP row empty.
+        let offload = cfg.offload.then(|| if c.proto == Proto::Udp { "" } else { offload_state(c) });
+        row_text(
+            &mut line,
+            c.proto.name(),
+            &c.local.to_string(),
+            &foreign,
+            c.state.map(tcp_state_name).unwrap_or(""),
+            cfg.owner.then(|| pid_cell(c)),
+            offload,
+        );
         line.push('\n');
         if cfg.executable {
-            match executable(c, cfg.verbose) {
-                Some(name) => {
-                    line.push_str(" [");
-                    line.push_str(&name);
-                    line.push_str("]\n");
-                }
-                None => {
-                    line.push_str(NO_OWNER);
-                    line.push('\n');
-                }
-            }
+            owner_line(&mut line, c, cfg.verbose);
         }
         w.write_all(line.as_bytes())?;
     }
     Ok(())
+}
+
+/// The -b line under a row: ` [name]`; `Can not obtain ownership
+/// information` when a process holds the socket but cannot be named (another
+/// PID namespace, no privilege to read its /proc entry); nothing when no
+/// process holds it (TIME_WAIT, an orphaned FIN_WAIT_2: inode 0), as Windows
+/// prints nothing under its PID 0 rows.
+pub fn owner_line(line: &mut String, c: &Connection, verbose: bool) {
+    match executable(c, verbose) {
+        Some(name) => {
+            line.push_str(" [");
+            line.push_str(&name);
+            line.push_str("]\n");
+        }
+        None if c.owner.is_none() && c.inode == 0 => {}
+        None => {
+            line.push_str(NO_OWNER);
+            line.push('\n');
+        }
+    }
 }
 
 fn offload_state(c: &Connection) -> &'static str {
@@ -134,6 +187,21 @@ fn executable(c: &Connection, verbose: bool) -> Option<String> {
         None if !o.comm.is_empty() => Some(escape_bytes(o.comm.as_bytes())),
         None => None,
     }
+}
+
+/// The Foreign Address cell: `*:*` for a UDP endpoint; with names, a
+/// listener's is this machine's name and port 0 (`HOSTNAME:0`), as Windows
+/// shows it. The local address stays numeric, names or not: Windows resolves
+/// only the foreign side, so `netstat -a | grep :5432` finds the listener.
+pub fn foreign_text(c: &Connection, names: Option<&Resolver>, fqdn: bool) -> String {
+    if c.is_unconnected_udp() {
+        return "*:*".to_string();
+    }
+    if let Some(h) = names.filter(|_| c.is_listener()).and_then(|r| r.hostname.as_deref()) {
+        let h = if fqdn { h } else { h.split('.').next().filter(|s| !s.is_empty()).unwrap_or(h) };
+        return format!("{}:0", escape(h));
+    }
+    endpoint(c.remote, c.proto, names, true, fqdn)
 }
 
 /// An address as netstat prints it: `1.2.3.4:80`, `[::1]:22`, or with names
@@ -202,4 +270,87 @@ fn write_json(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, w: &
     o.end();
     buf.push(b'\n');
     w.write_all(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows from real Windows captures (tests/fixtures/windows/), rebuilt
+    /// field by field: the bytes match, trailing padding and TAB included.
+    #[test]
+    fn rows_match_windows_byte_for_byte() {
+        let cases: [(&str, [&str; 4], Option<u32>, Option<&str>); 7] = [
+            // jc-win10-netstat-an.out
+            ("  TCP    0.0.0.0:135            0.0.0.0:0              LISTENING", ["TCP", "0.0.0.0:135", "0.0.0.0:0", "LISTENING"], None, None),
+            ("  UDP    0.0.0.0:53             *:*                    ", ["UDP", "0.0.0.0:53", "*:*", ""], None, None),
+            // jc-win10-netstat-aon.out: a 22+ character address keeps two spaces
+            (
+                "  UDP    [fe80::f5d1:8bf7:c410:e325%64]:52284  *:*                                    8844",
+                ["UDP", "[fe80::f5d1:8bf7:c410:e325%64]:52284", "*:*", ""],
+                Some(8844),
+                None,
+            ),
+            (
+                "  TCP    0.0.0.0:135            0.0.0.0:0              LISTENING       1712",
+                ["TCP", "0.0.0.0:135", "0.0.0.0:0", "LISTENING"],
+                Some(1712),
+                None,
+            ),
+            // winsrv2019-netstat-oat.htb-flight.txt
+            (
+                "  TCP    0.0.0.0:80             g0:0                   LISTENING       4752\tInHost      ",
+                ["TCP", "0.0.0.0:80", "g0:0", "LISTENING"],
+                Some(4752),
+                Some("InHost"),
+            ),
+            // win7-netstat-nat.htb-chatterbox.txt
+            (
+                "  TCP    10.10.10.74:49157      10.10.14.27:443        ESTABLISHED     InHost      ",
+                ["TCP", "10.10.10.74:49157", "10.10.14.27:443", "ESTABLISHED"],
+                None,
+                Some("InHost"),
+            ),
+            (
+                "  UDP    0.0.0.0:123            *:*                                                ",
+                ["UDP", "0.0.0.0:123", "*:*", ""],
+                None,
+                Some(""),
+            ),
+        ];
+        for (want, [proto, local, foreign, state], pid, offload) in cases {
+            let mut line = String::new();
+            row_text(&mut line, proto, local, foreign, state, pid, offload);
+            assert_eq!(line, want);
+        }
+    }
+
+    fn conn(inode: u64, owner: Option<crate::model::Owner>) -> Connection {
+        Connection {
+            proto: Proto::Tcp,
+            ipv6: false,
+            local: "10.0.0.5:43211".parse().unwrap(),
+            remote: "198.51.100.7:443".parse().unwrap(),
+            state: Some(netstat_common::tcp_state::TIME_WAIT),
+            id: Default::default(),
+            inode,
+            uid: None,
+            offloaded: false,
+            owner,
+        }
+    }
+
+    #[test]
+    fn owner_line_is_empty_only_where_no_process_holds_the_socket() {
+        let line = |c: &Connection| {
+            let mut s = String::new();
+            owner_line(&mut s, c, false);
+            s
+        };
+        assert_eq!(line(&conn(0, None)), "");
+        assert_eq!(line(&conn(7, None)), " Can not obtain ownership information\n");
+        let o = crate::model::Owner::new(9, crate::model::Comm::new(b"curl"), crate::model::OwnerSource::Proc);
+        assert_eq!(line(&conn(7, Some(o))), " [curl]\n");
+        assert_eq!((pid_cell(&conn(0, None)), pid_cell(&conn(7, None))), (0, 0));
+    }
 }

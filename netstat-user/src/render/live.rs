@@ -68,21 +68,34 @@ fn write_json(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut i
     w.write_all(&buf)
 }
 
+/// `Closed since last display`: its own header line (`Final State`, `Lived`)
+/// after a blank line, so a script reading the table stops at the first
+/// blank line after the rows. Fields as in the table (two spaces apart, the
+/// local side numeric); the PID is the process that held the socket until
+/// it closed it, as the kernel captured it, 0 when none is known.
 fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "\nClosed since last display\n")?;
     writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}Lived", "Proto", "Local Address", "Foreign Address", "Final State", "PID")?;
+    let mut line = String::with_capacity(128);
     for c in closed {
         let conn = &c.conn;
-        let local = connections::endpoint(conn.local, conn.proto, names, false, cfg.fqdn);
-        let remote = if conn.proto == Proto::Udp && conn.remote.port() == 0 {
+        line.clear();
+        line.push_str("  ");
+        let state = conn.state.map(tcp_state_name).unwrap_or("");
+        let foreign = if conn.proto == Proto::Udp && conn.remote.port() == 0 {
             "*:*".to_string()
         } else {
             connections::endpoint(conn.remote, conn.proto, names, true, cfg.fqdn)
         };
-        let state = conn.state.map(tcp_state_name).unwrap_or("");
-        let pid = conn.owner.as_ref().map(|o| o.pid.to_string()).unwrap_or_else(|| "-".into());
-        let lived = c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into());
-        writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}{}", conn.proto.name(), local, remote, state, pid, lived)?;
+        let pid = connections::pid_cell(conn).to_string();
+        for (text, width, sep) in
+            [(conn.proto.name(), 5, "  "), (&conn.local.to_string(), 21, "  "), (&foreign, 21, "  "), (state, 12, "    "), (&pid, 7, "  ")]
+        {
+            connections::field(&mut line, text, width);
+            line.push_str(sep);
+        }
+        line.push_str(&c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into()));
+        line.push('\n');
         if cfg.executable {
             match &conn.owner {
                 Some(o) => {
@@ -91,11 +104,12 @@ fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolv
                         Some(p) => p.file_name().map(|f| escape_bytes(f.as_encoded_bytes())).unwrap_or_default(),
                         None => escape_bytes(o.comm.as_bytes()),
                     };
-                    writeln!(w, " [{name}]")?;
+                    line.push_str(&format!(" [{name}]\n"));
                 }
-                None => writeln!(w, " Can not obtain ownership information")?,
+                None => line.push_str(" Can not obtain ownership information\n"),
             }
         }
+        w.write_all(line.as_bytes())?;
     }
     Ok(())
 }

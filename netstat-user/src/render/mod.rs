@@ -8,6 +8,7 @@ pub mod json;
 pub mod live;
 pub mod probe;
 pub mod stream;
+pub mod version;
 
 /// A left-aligned cell of `width`, or the text and one space when it is
 /// wider, so columns never run together.

@@ -1,7 +1,7 @@
 //! The reports behind -r, -s and -e: routes and interfaces, protocol
 //! statistics under netstat's counter names, interface counters. Gathers
 //! from the `proc` readers; printing is `output::info`'s job.
-use std::path::Path;
+use std::{net::Ipv4Addr, path::Path};
 
 use serde::Serialize;
 
@@ -25,11 +25,70 @@ pub struct RouteReport {
 }
 
 pub fn routes(proc_root: &Path, sys_root: &Path) -> Result<RouteReport, ProcError> {
-    Ok(RouteReport {
-        interfaces: links::read(proc_root, sys_root)?,
-        ipv4: route::read_v4(proc_root)?,
-        ipv6: route::read_v6(proc_root)?,
-    })
+    let interfaces = links::read(proc_root, sys_root)?;
+    let ipv4 = with_local_table(route::read_v4(proc_root)?, &route::read_local(proc_root)?);
+    Ok(RouteReport { interfaces, ipv4, ipv6: route::read_v6(proc_root)? })
+}
+
+fn common_bits(a: Ipv4Addr, b: Ipv4Addr) -> u32 {
+    (u32::from(a) ^ u32::from(b)).leading_zeros()
+}
+
+fn contains(net: Ipv4Addr, mask: Ipv4Addr, a: Ipv4Addr) -> bool {
+    u32::from(a) & u32::from(mask) == u32::from(net) & u32::from(mask)
+}
+
+/// The main table's routes with the local table's added, and each route's
+/// interface address (netstat's Interface column). fib_trie names no
+/// interface, so an address belongs to the interface whose on-link main
+/// route contains it (127/8 to the loopback); a route then sends from the
+/// address of its interface nearest its gateway or destination, and a
+/// broadcast route belongs to the local address nearest it, which is in
+/// its own subnet whenever one is.
+fn with_local_table(main: Vec<Route4>, local: &[route::LocalRoute]) -> Vec<Route4> {
+    // Every network namespace's loopback is `lo`.
+    let loopback = "lo".to_string();
+    let addrs: Vec<(Ipv4Addr, String)> = local
+        .iter()
+        .filter(|r| r.kind == route::LocalKind::Local && r.prefix_len == 32)
+        .filter_map(|r| {
+            let a = r.destination;
+            if a.is_loopback() {
+                return Some((a, loopback.clone()));
+            }
+            main.iter()
+                .filter(|m| m.gateway.is_none() && !m.netmask.is_unspecified() && contains(m.destination, m.netmask, a))
+                .max_by_key(|m| u32::from(m.netmask))
+                .map(|m| (a, m.interface.clone()))
+        })
+        .collect();
+    let nearest = |to: Ipv4Addr, iface: Option<&str>| {
+        addrs.iter().filter(|(_, i)| iface.is_none_or(|n| n == i)).max_by_key(|(a, _)| common_bits(*a, to)).cloned()
+    };
+    let mut out: Vec<Route4> = main
+        .iter()
+        .map(|m| Route4 {
+            interface_addr: nearest(m.gateway.unwrap_or(m.destination), Some(&m.interface)).map(|(a, _)| a),
+            ..m.clone()
+        })
+        .collect();
+    for r in local {
+        let found = if r.kind == route::LocalKind::Local && r.prefix_len == 32 {
+            addrs.iter().find(|(a, _)| *a == r.destination).cloned()
+        } else {
+            nearest(r.destination, None)
+        };
+        out.push(Route4 {
+            destination: r.destination,
+            netmask: route::netmask(r.prefix_len),
+            gateway: None,
+            interface: found.as_ref().map_or_else(String::new, |(_, i)| i.clone()),
+            interface_addr: found.map(|(a, _)| a),
+            metric: 0,
+        });
+    }
+    out.sort_by_key(|r| (r.destination, std::cmp::Reverse(r.netmask), r.metric));
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +108,11 @@ pub struct Section {
     pub note: Option<&'static str>,
 }
 
+/// RFC 1213's ipRoutingDiscards counts valid routing entries thrown away
+/// to free memory; Linux never discards a route that way, so it is 0
+/// (wherever the section's counters exist at all).
+const ROUTING_DISCARDS: &str = "";
+
 const IPV4: &[(&str, &str)] = &[
     ("Packets Received", "InReceives"),
     ("Received Header Errors", "InHdrErrors"),
@@ -58,6 +122,7 @@ const IPV4: &[(&str, &str)] = &[
     ("Received Packets Discarded", "InDiscards"),
     ("Received Packets Delivered", "InDelivers"),
     ("Output Requests", "OutRequests"),
+    ("Routing Discards", ROUTING_DISCARDS),
     ("Discarded Output Packets", "OutDiscards"),
     ("Output Packet No Route", "OutNoRoutes"),
     ("Reassembly Required", "ReasmReqds"),
@@ -77,6 +142,7 @@ const IPV6: &[(&str, &str)] = &[
     ("Received Packets Discarded", "Ip6InDiscards"),
     ("Received Packets Delivered", "Ip6InDelivers"),
     ("Output Requests", "Ip6OutRequests"),
+    ("Routing Discards", ROUTING_DISCARDS),
     ("Discarded Output Packets", "Ip6OutDiscards"),
     ("Output Packet No Route", "Ip6OutNoRoutes"),
     ("Reassembly Required", "Ip6ReasmReqds"),
@@ -124,6 +190,8 @@ const ICMPV6: &[(&str, &str, &str)] = &[
     ("Neighbor Solicitations", "Icmp6InNeighborSolicits", "Icmp6OutNeighborSolicits"),
     ("Neighbor Advertisements", "Icmp6InNeighborAdvertisements", "Icmp6OutNeighborAdvertisements"),
     ("Redirects", "Icmp6InRedirects", "Icmp6OutRedirects"),
+    // Type 138; the kernel lists per-type counters only once one is seen.
+    ("Router Renumberings", "Icmp6InType138", "Icmp6OutType138"),
 ];
 
 /// TCP counters Linux keeps for both families together (group "Tcp").
@@ -152,10 +220,9 @@ const UDPV6: &[(&str, &str)] = &[
     ("Datagrams Sent", "Udp6OutDatagrams"),
 ];
 
-pub const TCP_SHARED_NOTE: &str = "Linux counts TCP opens, resets and segments for IPv4 and IPv6 together: \
-these figures cover both; Current Connections is IPv4 only";
-pub const TCP_V6_NOTE: &str = "Linux keeps no other TCP counters per address family: \
-the combined figures are under TCP Statistics for IPv4";
+/// Said once, after the last TCP section shown.
+pub const TCP_SHARED_NOTE: &str = "Linux keeps one set of TCP counters for IPv4 and IPv6: \
+every TCP figure here but Current Connections covers both families";
 const NONE_REPORTED: &str = "not available: the kernel reports none of these counters";
 const MISSING_V6: &str = "not available: /proc/net/snmp6 is missing (IPv6 disabled?)";
 
@@ -174,7 +241,19 @@ pub fn current_connections(tcp: &[Connection]) -> (i128, i128) {
 }
 
 fn single(c: &Counters, group: &str, table: &[(&'static str, &str)]) -> Vec<(&'static str, i128)> {
-    table.iter().filter_map(|(name, key)| c.get(group, key).map(|v| (*name, v))).collect()
+    let has = c.has_group(group);
+    table
+        .iter()
+        .filter_map(|(name, key)| if key.is_empty() { has.then_some((*name, 0)) } else { c.get(group, key).map(|v| (*name, v)) })
+        .collect()
+}
+
+/// The TCP rows: the kernel's combined counters, with Current Connections
+/// (`current`) counted for the section's own family.
+fn tcp_rows(c: &Counters, current: i128) -> Vec<(&'static str, i128)> {
+    TCP.iter()
+        .filter_map(|(name, key)| if key.is_empty() { Some((*name, current)) } else { c.get("Tcp", key).map(|v| (*name, v)) })
+        .collect()
 }
 
 /// The statistics sections -s shows, narrowed by -p and -4/-6.
@@ -210,25 +289,27 @@ pub fn statistics(c: &Counters, current: (i128, i128), cfg: &Config) -> Vec<Sect
         let rows = ICMPV6
             .iter()
             .filter_map(|(name, rx, tx)| {
-                let (r, s) = (c.get("", rx), c.get("", tx));
+                let typed = |k: &str| k.starts_with("Icmp6InType") || k.starts_with("Icmp6OutType");
+                let get = |k: &str| c.get("", k).or((typed(k) && has6).then_some(0));
+                let (r, s) = (get(rx), get(tx));
                 (r.is_some() || s.is_some()).then_some((*name, r, s))
             })
             .collect();
         out.push(Section { title: "ICMPv6 Statistics", rows: Rows::InOut(rows), note: v6_note(None) });
     }
     if v4 && want(StatsProto::Tcp) {
-        let rows = TCP
-            .iter()
-            .filter_map(|(name, key)| if key.is_empty() { Some((*name, current.0)) } else { c.get("Tcp", key).map(|v| (*name, v)) })
-            .collect();
-        out.push(Section { title: "TCP Statistics for IPv4", rows: Rows::Single(rows), note: Some(TCP_SHARED_NOTE) });
+        out.push(Section { title: "TCP Statistics for IPv4", rows: Rows::Single(tcp_rows(c, current.0)), note: None });
     }
     if v6 && want(StatsProto::TcpV6) {
-        out.push(Section {
-            title: "TCP Statistics for IPv6",
-            rows: Rows::Single(vec![("Current Connections", current.1)]),
-            note: Some(TCP_V6_NOTE),
-        });
+        // Without IPv6 (no snmp6) there are no IPv6 TCP figures to share.
+        let rows = if has6 { tcp_rows(c, current.1) } else { Vec::new() };
+        out.push(Section { title: "TCP Statistics for IPv6", rows: Rows::Single(rows), note: v6_note(None) });
+    }
+    if c.has_group("Tcp")
+        && let Some(last) =
+            out.iter_mut().rev().find(|s| s.title.starts_with("TCP ") && matches!(&s.rows, Rows::Single(r) if !r.is_empty()))
+    {
+        last.note = Some(TCP_SHARED_NOTE);
     }
     if v4 && want(StatsProto::Udp) {
         out.push(Section { title: "UDP Statistics for IPv4", rows: Rows::Single(single(c, "Udp", UDPV4)), note: None });
@@ -258,7 +339,20 @@ pub struct InterfaceReport {
     pub interfaces: Vec<DevCounters>,
 }
 
-pub fn interfaces(proc_root: &Path, sys_root: &Path) -> Result<InterfaceReport, ProcError> {
+/// Multicast and broadcast packets the host sent: /proc/net/dev has no
+/// sent multicast count, the IP layer does (IpExt, and snmp6 for IPv6).
+fn sent_nonunicast(c: &Counters) -> Option<u64> {
+    let v4 = [c.get("IpExt", "OutMcastPkts"), c.get("IpExt", "OutBcastPkts")];
+    if v4.iter().all(Option::is_none) {
+        return None;
+    }
+    let n = v4.into_iter().chain([c.get("", "Ip6OutMcastPkts")]).flatten().sum::<i128>();
+    Some(u64::try_from(n.max(0)).unwrap_or(u64::MAX))
+}
+
+/// Interface counters, and their total; `counters` (-s's) supply what the
+/// total needs beyond /proc/net/dev.
+pub fn interfaces(proc_root: &Path, sys_root: &Path, counters: &Counters) -> Result<InterfaceReport, ProcError> {
     let interfaces = dev::read(proc_root, sys_root)?;
     let mut total = DevCounters { name: "total".into(), ..Default::default() };
     for d in &interfaces {
@@ -275,5 +369,6 @@ pub fn interfaces(proc_root: &Path, sys_root: &Path) -> Result<InterfaceReport, 
         total.tx_errors = total.tx_errors.saturating_add(d.tx_errors);
         total.tx_dropped = total.tx_dropped.saturating_add(d.tx_dropped);
     }
+    total.tx_nonunicast = sent_nonunicast(counters);
     Ok(InterfaceReport { total, interfaces })
 }

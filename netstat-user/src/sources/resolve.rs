@@ -30,6 +30,9 @@ pub struct Resolver {
     pub deadline: Duration,
     /// Consult DNS at all (off for fixture runs that must be deterministic).
     pub dns: bool,
+    /// This machine's host name: what a listener's foreign address shows
+    /// (`HOSTNAME:0`), as Windows shows it.
+    pub hostname: Option<String>,
 }
 
 impl Resolver {
@@ -38,7 +41,21 @@ impl Resolver {
         let hosts = std::fs::read(etc.join("hosts")).map(|b| parse_hosts(&String::from_utf8_lossy(&b))).unwrap_or_default();
         let services =
             std::fs::read(etc.join("services")).map(|b| parse_services(&String::from_utf8_lossy(&b))).unwrap_or_default();
-        Resolver { hosts, services, shared: Arc::default(), deadline: DEFAULT_DEADLINE, dns: true }
+        Resolver { hosts, services, shared: Arc::default(), deadline: DEFAULT_DEADLINE, dns: true, hostname: None }
+    }
+
+    /// The resolver a display uses: /etc (or `NETSTAT_ETC`, which also turns
+    /// DNS off so that a fixture run is deterministic) and the host name of
+    /// `<proc_root>/sys/kernel/hostname`.
+    pub fn system(proc_root: &Path) -> Resolver {
+        let etc = std::env::var_os("NETSTAT_ETC");
+        let mut r = Resolver::new(etc.as_deref().map_or(Path::new("/etc"), Path::new));
+        r.dns = etc.is_none();
+        r.hostname = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        r
     }
 
     pub fn service(&self, port: u16, proto: Proto) -> Option<&str> {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use netstat_common::tcp_state;
 
-use crate::model::{Change, ClosedConnection, Connection, Owner, SockEvent, SockId};
+use crate::model::{Change, ClosedConnection, Connection, Owner, Proto, SockEvent, SockId};
 
 struct Row {
     conn: Connection,
@@ -18,6 +18,18 @@ struct Row {
     seen_ns: u64,
     /// The reconcile generation that last found the row in a snapshot.
     confirmed: u32,
+    /// The last process that held the socket, kept when a snapshot finds
+    /// it orphaned (the table then shows no owner): the closed row names it.
+    last_owner: Option<Owner>,
+    /// A snapshot found it held by no process: it keeps no owner.
+    orphaned: bool,
+}
+
+/// States a socket can be in after its process closed it (an orphan: inode
+/// 0). A not yet accepted socket (also inode 0) is never in one of them.
+fn after_close(state: Option<u32>) -> bool {
+    use tcp_state::*;
+    matches!(state, Some(FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK | TIME_WAIT))
 }
 
 /// `lost_by_reason` key for events whose socket the kernel could not name
@@ -76,9 +88,22 @@ impl Table {
         self.rows.is_empty()
     }
 
-    /// Closed rows since the last call, oldest first.
+    /// Closed rows since the last call, oldest first. A connection that
+    /// goes on in the table (its TIME_WAIT socket, same cookie) takes the
+    /// table's state, so one display never shows it in two states: the
+    /// kernel keeps an orphan closed in FIN_WAIT_2 as a timewait socket in
+    /// FIN_WAIT_2 until the peer's FIN, which no event reports.
     pub fn take_closed(&mut self) -> Vec<ClosedConnection> {
-        self.closed.drain(..).collect()
+        let rows = &self.rows;
+        self.closed
+            .drain(..)
+            .map(|mut c| {
+                if let Some(r) = rows.get(&c.conn.id).filter(|r| r.conn.proto == Proto::Tcp) {
+                    c.conn.state = r.conn.state;
+                }
+                c
+            })
+            .collect()
     }
 
     pub fn note_lost(&mut self, reason: &'static str, count: u64, now_ns: u64) {
@@ -192,15 +217,15 @@ impl Table {
 
     fn close_row(&mut self, id: SockId, e: &SockEvent, final_state: Option<u32>) {
         let lived = e.lifetime.and_then(|l| l.duration_ns);
-        let (mut conn, opened_ns) = match self.rows.remove(&id) {
-            Some(r) => (r.conn, r.opened_ns),
-            None => (fresh_row(e, id).conn, lived.map(|l| e.ts_ns.saturating_sub(l))),
+        let (mut conn, opened_ns, last_owner) = match self.rows.remove(&id) {
+            Some(r) => (r.conn, r.opened_ns, r.last_owner),
+            None => (fresh_row(e, id).conn, lived.map(|l| e.ts_ns.saturating_sub(l)), None),
         };
         conn.local = e.local;
         conn.remote = e.remote;
         conn.state = final_state;
         if conn.owner.is_none() {
-            conn.owner = e.owner.clone();
+            conn.owner = last_owner.or_else(|| e.owner.clone());
         }
         self.push_closed(id, ClosedConnection { conn, opened_ns, closed_ns: e.ts_ns, duration_ns: lived });
     }
@@ -234,7 +259,13 @@ impl Table {
                 row.conn.inode = s.inode;
                 row.conn.uid = row.conn.uid.or(s.uid);
                 row.conn.offloaded = s.offloaded;
-                if row.conn.owner.is_none() {
+                if s.proto == Proto::Tcp && s.inode == 0 && after_close(s.state) {
+                    // No process holds it any more (PID 0 in the table).
+                    row.orphaned = true;
+                    if let Some(o) = row.conn.owner.take() {
+                        row.last_owner = Some(o);
+                    }
+                } else if row.conn.owner.is_none() {
                     row.conn.owner = s.owner;
                 }
                 continue;
@@ -242,7 +273,7 @@ impl Table {
             if self.recently_closed.get(&id).is_some_and(|&t| t >= started_ns) {
                 continue;
             }
-            self.row(id, || Row { conn: s, opened_ns: None, seen_ns: started_ns, confirmed: generation });
+            self.row(id, || Row { conn: s, opened_ns: None, seen_ns: started_ns, confirmed: generation, last_owner: None, orphaned: false });
         }
         self.rows.retain(|_, r| r.seen_ns >= started_ns || r.confirmed == generation);
         let rows = &self.rows;
@@ -269,6 +300,8 @@ fn fresh_row(e: &SockEvent, id: SockId) -> Row {
         opened_ns: Some(e.ts_ns),
         seen_ns: e.ts_ns,
         confirmed: 0,
+        last_owner: None,
+        orphaned: false,
     }
 }
 
@@ -278,7 +311,8 @@ fn update(row: &mut Row, e: &SockEvent) {
     row.conn.local = e.local;
     row.conn.remote = e.remote;
     row.seen_ns = e.ts_ns;
-    if let Some(o) = &e.owner {
+    // An orphan stays without a holder whatever owner the kernel remembers.
+    if let Some(o) = e.owner.as_ref().filter(|_| !row.orphaned) {
         row.conn.owner = Some(Owner { tid: None, ..o.clone() });
         row.conn.uid = e.uid;
     }

@@ -169,3 +169,50 @@ fn other_namespaces_are_ignored() {
     t.apply(&e);
     assert_eq!(t.len(), 1);
 }
+
+/// An orphan closed in FIN_WAIT_2: the kernel swaps in a timewait socket in
+/// substate FIN_WAIT_2 (sock_diag says FIN_WAIT_2, inode 0) and no event
+/// reports its move to TIME_WAIT. Within one display the table and the
+/// closed section agree on the state; the table has no owner (PID 0), the
+/// closed row names the process that closed it.
+#[test]
+fn a_connection_in_the_table_and_in_closed_has_one_state() {
+    let mut t = Table::new(NS, 100);
+    t.apply(&ev(1, 0, 80, CLOSE, SYN_SENT, 10, 7));
+    t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 11, 7));
+    t.apply(&ev(1, 5000, 80, ESTABLISHED, FIN_WAIT1, 12, 7));
+    t.apply(&ev(1, 5000, 80, FIN_WAIT1, FIN_WAIT2, 13, 7));
+    t.apply(&ev(1, 5000, 80, FIN_WAIT2, CLOSE, 14, 7));
+    let mut tw = snap(1, 5000, 80, None);
+    tw.state = Some(FIN_WAIT2);
+    tw.inode = 0;
+    t.reconcile(vec![tw], 20);
+    let live: Vec<&Connection> = t.live().collect();
+    assert_eq!((live.len(), live[0].state, live[0].owner.as_ref()), (1, Some(FIN_WAIT2), None));
+    let closed = t.take_closed();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].conn.state, Some(FIN_WAIT2));
+    assert_eq!(closed[0].conn.owner.as_ref().map(|o| o.pid), Some(7));
+}
+
+/// A socket its process closed (inode 0 in a snapshot, FIN_WAIT_1) loses
+/// its owner in the table, events notwithstanding; its closed row still
+/// names the closer.
+#[test]
+fn an_orphan_has_no_owner_in_the_table_and_its_closer_in_closed() {
+    let mut t = Table::new(NS, 100);
+    t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 11, 7));
+    t.apply(&ev(1, 5000, 80, ESTABLISHED, FIN_WAIT1, 12, 7));
+    let mut orphan = snap(1, 5000, 80, None);
+    orphan.state = Some(FIN_WAIT1);
+    orphan.inode = 0;
+    t.reconcile(vec![orphan], 20);
+    assert_eq!(t.live().next().unwrap().owner, None);
+    t.apply(&ev(1, 5000, 80, FIN_WAIT1, FIN_WAIT2, 21, 9));
+    assert_eq!(t.live().next().unwrap().owner, None, "an event's remembered owner does not re-adopt an orphan");
+    t.apply(&ev(1, 5000, 80, FIN_WAIT2, CLOSE, 22, 9));
+    let closed = t.take_closed();
+    assert_eq!(closed[0].conn.owner.as_ref().map(|o| o.pid), Some(7));
+    assert_eq!(closed[0].conn.state, Some(TIME_WAIT));
+    assert_eq!(t.live().next().unwrap().owner, None);
+}

@@ -2,6 +2,7 @@
 //! loading and attaching, and reading the ring buffer. Knows nothing of
 //! output formats; `stream` and the table consume its `Record`s.
 pub mod btf;
+pub mod features;
 mod counters;
 pub mod offsets;
 pub mod plan;

@@ -18,6 +18,10 @@ pub struct DevCounters {
     pub tx_packets: u64,
     pub tx_errors: u64,
     pub tx_dropped: u64,
+    /// Multicast and broadcast packets sent. The kernel counts these per
+    /// host (IP level), not per interface: set on the total only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_nonunicast: Option<u64>,
 }
 
 pub fn read(proc_root: &Path, sys_root: &Path) -> Result<Vec<DevCounters>, ProcError> {
@@ -51,6 +55,7 @@ pub fn parse(text: &str) -> Vec<DevCounters> {
                 tx_packets: v[9],
                 tx_errors: v[10],
                 tx_dropped: v[11],
+                tx_nonunicast: None,
             })
         })
         .collect()

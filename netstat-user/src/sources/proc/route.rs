@@ -1,5 +1,6 @@
 //! /proc/net/route and /proc/net/ipv6_route (the kernel's main routing
-//! table for IPv4; every table the kernel lists for IPv6).
+//! table for IPv4; every table the kernel lists for IPv6), and the IPv4
+//! local table's local and broadcast routes from /proc/net/fib_trie.
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
@@ -18,7 +19,26 @@ pub struct Route4 {
     /// None: on-link.
     pub gateway: Option<Ipv4Addr>,
     pub interface: String,
+    /// The interface's address the route sends from (netstat's Interface
+    /// column); None when no address of the interface is known.
+    pub interface_addr: Option<Ipv4Addr>,
     pub metric: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    /// An address of this host (`/32`), or a prefix it answers for (127/8).
+    Local,
+    Broadcast,
+}
+
+/// A route of the kernel's `local` table (table 255), which /proc/net/route
+/// does not list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRoute {
+    pub destination: Ipv4Addr,
+    pub prefix_len: u8,
+    pub kind: LocalKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -61,6 +81,7 @@ pub fn parse_v4(text: &str) -> Vec<Route4> {
             let gw = Ipv4Addr::from(hex_word(f[2])?);
             Some(Route4 {
                 interface: f[0].to_string(),
+                interface_addr: None,
                 destination: Ipv4Addr::from(hex_word(f[1])?),
                 gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
                 metric: f[6].parse().ok()?,
@@ -70,6 +91,52 @@ pub fn parse_v4(text: &str) -> Vec<Route4> {
         .collect();
     out.sort_by_key(|r| (r.destination, std::cmp::Reverse(r.netmask), r.metric));
     out
+}
+
+pub fn read_local(proc_root: &Path) -> Result<Vec<LocalRoute>, ProcError> {
+    Ok(parse_fib_trie(&missing_is_empty(read_to_string(&proc_root.join("net/fib_trie")))?))
+}
+
+/// /proc/net/fib_trie: a leaf line `|-- ADDR` followed by one line per
+/// route on it, `/PLEN SCOPE TYPE`. LOCAL and BROADCAST routes only ever
+/// live in the local table, so they are taken from whichever table the
+/// trie prints them under (the kernel prints one merged trie under both
+/// names until a policy rule splits them), once each.
+pub fn parse_fib_trie(text: &str) -> Vec<LocalRoute> {
+    let mut out: Vec<LocalRoute> = Vec::new();
+    let mut leaf: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(addr) = t.strip_prefix("|-- ") {
+            leaf = addr.trim().parse().ok();
+            continue;
+        }
+        if t.starts_with("+-- ") || !t.starts_with('/') {
+            if !t.starts_with('/') {
+                leaf = None;
+            }
+            continue;
+        }
+        let Some(destination) = leaf else { continue };
+        let mut f = t[1..].split_whitespace();
+        let (Some(plen), Some(_scope), Some(kind)) = (f.next(), f.next(), f.next()) else { continue };
+        let Some(prefix_len) = plen.parse::<u8>().ok().filter(|p| *p <= 32) else { continue };
+        let kind = match kind {
+            "LOCAL" => LocalKind::Local,
+            "BROADCAST" => LocalKind::Broadcast,
+            _ => continue,
+        };
+        let r = LocalRoute { destination, prefix_len, kind };
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// A netmask of `prefix_len` bits.
+pub fn netmask(prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0))
 }
 
 fn hex16(s: &str) -> Option<Ipv6Addr> {
@@ -124,6 +191,25 @@ eth0\t0003\n";
         assert_eq!(r[1].destination, Ipv4Addr::new(192, 0, 2, 0));
         assert_eq!(r[1].netmask, Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(r[1].gateway, None);
+    }
+
+    #[test]
+    fn fib_trie_local_and_broadcast_once() {
+        let t = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n        |-- 127.255.255.255\n           /32 link BROADCAST\n     |-- 192.0.2.0\n        /24 link UNICAST\n     |-- 192.0.2.2\n        /32 host LOCAL\n     |-- bogus\n        /32 host LOCAL\n     |-- 192.0.2.9\n        /99 host LOCAL\nLocal:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+        let r = parse_fib_trie(t);
+        let got: Vec<(String, u8, LocalKind)> = r.iter().map(|r| (r.destination.to_string(), r.prefix_len, r.kind)).collect();
+        assert_eq!(
+            got,
+            [
+                ("127.0.0.0".into(), 8, LocalKind::Local),
+                ("127.0.0.1".into(), 32, LocalKind::Local),
+                ("127.255.255.255".into(), 32, LocalKind::Broadcast),
+                ("192.0.2.2".into(), 32, LocalKind::Local),
+            ]
+        );
+        assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(netmask(8), Ipv4Addr::new(255, 0, 0, 0));
+        assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
     }
 
     #[test]
