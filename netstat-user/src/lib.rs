@@ -17,6 +17,10 @@ pub mod table;
 pub mod timefmt;
 pub mod tracer;
 
+/// The git revision this binary was built from (build.rs; `unknown`
+/// outside a git checkout, `NETSTAT_GIT_REV` overrides).
+pub const GIT_REVISION: &str = env!("NETSTAT_GIT_REV");
+
 /// An error that is the user's or the environment's to fix (bad input,
 /// missing privilege, missing kernel feature): exit code 2.
 #[derive(Debug, thiserror::Error)]

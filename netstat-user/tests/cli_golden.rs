@@ -5,29 +5,16 @@
 //! (netlink cannot describe a fixture). These tests only compare: after a
 //! deliberate change, `cargo xtask bless` rewrites the expected files (and
 //! refuses under CI=true); review the diff.
+mod fixture;
+
 use std::{path::PathBuf, process::Command};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    fixture::fixtures()
 }
 
 fn run(tree: &str, args: &[&str]) -> (String, String, i32) {
-    let root = fixtures().join(tree);
-    let out = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        // Names without -n come from the tree's etc/ only, never DNS.
-        .env("NETSTAT_ETC", root.join("etc"))
-        .output()
-        .expect("run netstat");
-    (
-        String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    fixture::run(tree, args)
 }
 
 fn golden(tree: &str, name: &str, args: &[&str]) {

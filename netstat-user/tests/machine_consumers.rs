@@ -5,6 +5,8 @@
 //! '\s{2,}'`). Every row must come out with its fields, integer PIDs and
 //! the right program names. The setup installs what it needs (idempotent)
 //! and fails, never skips, when an install fails.
+mod fixture;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -16,22 +18,11 @@ use serde_json::Value;
 const JC_VERSION: &str = "1.26.1";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    fixture::fixtures()
 }
 
 fn ours(args: &[&str]) -> String {
-    let root = fixtures().join("basic");
-    let out = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .env("NETSTAT_ETC", root.join("etc"))
-        .output()
-        .expect("run netstat");
-    assert!(out.status.success(), "netstat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    fixture::ok("basic", args)
 }
 
 fn sh(cmd: &str) -> bool {

@@ -3,10 +3,12 @@
 //! lines in the same order, blank lines where Windows has them, and every
 //! field starting or ending at Windows' column. Values differ (the fixture
 //! tree is not that machine), so lines are compared by their shape.
-use std::{path::PathBuf, process::Command};
+mod fixture;
+
+use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    fixture::fixtures()
 }
 
 fn capture(name: &str) -> String {
@@ -15,17 +17,7 @@ fn capture(name: &str) -> String {
 }
 
 fn netstat(args: &[&str]) -> String {
-    let root = fixtures().join("basic");
-    let out = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .output()
-        .expect("run netstat");
-    assert!(out.status.success(), "netstat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    fixture::ok("basic", args)
 }
 
 /// (start, end) columns of each whitespace-separated word, 1-based.

@@ -4,25 +4,16 @@
 //! fields at least two spaces (or a TAB) apart, numeric PID cells, and the
 //! -b lines Windows writes (none under a TIME_WAIT row). Our side runs on the
 //! basic fixture tree, names from its etc/ (no DNS).
-use std::{collections::BTreeSet, path::PathBuf, process::Command};
+mod fixture;
+
+use std::{collections::BTreeSet, path::PathBuf};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    fixture::fixtures()
 }
 
 fn ours(args: &[&str]) -> String {
-    let root = fixtures().join("basic");
-    let out = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .env("NETSTAT_ETC", root.join("etc"))
-        .output()
-        .expect("run netstat");
-    assert!(out.status.success(), "netstat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    fixture::ok("basic", args)
 }
 
 /// A capture's lines from the blank line before `Active Connections` on,

@@ -46,7 +46,7 @@ pub fn write(a: Artifact, w: &mut impl Write) -> io::Result<()> {
         Artifact::Man => clap_mangen::Man::new(cmd)
             .section(MAN_SECTION)
             .manual("System Administration")
-            .source(format!("netstat {} (git {})", env!("CARGO_PKG_VERSION"), crate::render::version::GIT_REVISION))
+            .source(format!("netstat {} (git {})", env!("CARGO_PKG_VERSION"), crate::GIT_REVISION))
             .render(w),
         Artifact::Bash | Artifact::Zsh | Artifact::Fish => {
             let shell = match a {

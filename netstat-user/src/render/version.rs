@@ -4,9 +4,7 @@ use std::io::{self, Write};
 
 use crate::tracer::features::{Features, Found};
 
-/// The git revision this binary was built from (build.rs; `unknown`
-/// outside a git checkout, `NETSTAT_GIT_REV` overrides).
-pub const GIT_REVISION: &str = env!("NETSTAT_GIT_REV");
+use crate::GIT_REVISION;
 
 pub fn write(f: &Features, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "netstat {} (git {GIT_REVISION}), eBPF", env!("CARGO_PKG_VERSION"))?;
