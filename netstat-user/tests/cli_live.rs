@@ -320,8 +320,12 @@ fn routes_the_test_adds_are_listed() {
     let lines: Vec<&str> = text.lines().collect();
     let has = |want: &[&str]| lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == want);
     assert!(lines.iter().any(|l| l.trim_start().starts_with(&format!("{idx}...{mac} ......vrt0"))), "{text}");
-    assert!(has(&["10.123.0.0", "255.255.0.0", "10.99.0.2", "vrt0", "42"]), "{text}");
-    assert!(has(&["10.99.0.0", "255.255.255.0", "On-link", "vrt0", "0"]), "{text}");
+    // The Interface column is the interface's address, as route print shows it.
+    assert!(has(&["10.123.0.0", "255.255.0.0", "10.99.0.2", "10.99.0.1", "42"]), "{text}");
+    assert!(has(&["10.99.0.0", "255.255.255.0", "On-link", "10.99.0.1", "0"]), "{text}");
+    // The local table's routes: the address itself and the subnet's broadcast.
+    assert!(has(&["10.99.0.1", "255.255.255.255", "On-link", "10.99.0.1", "0"]), "{text}");
+    assert!(has(&["10.99.0.255", "255.255.255.255", "On-link", "10.99.0.1", "0"]), "{text}");
     assert!(has(&[idx, "77", "fd98::/48", "fd99::2"]), "{text}");
     assert!(has(&[idx, "256", "fd99::/64", "On-link"]), "{text}");
 
@@ -355,7 +359,8 @@ fn statistics_move_by_what_we_did() {
     ns.load(&["hold", "--name", &name, "--tcp-connect", "127.0.0.1:7100", "--seconds", "30"]);
     assert_eq!(tcp_counter(&ns, "Current Connections"), 2);
     let text = ns.netstat(&["-s", "-p", "tcp"]);
-    assert!(text.contains("\nTCP Statistics for IPv4\n") && text.contains(&format!("  Active Opens                       = {}", after.0 + 1)), "{text}");
+    // Windows puts TCP's `=` at column 39.
+    assert!(text.contains("\nTCP Statistics for IPv4\n") && text.contains(&format!("\n  {:<36}= {}\n", "Active Opens", after.0 + 1)), "{text}");
 }
 
 fn iface(v: &Value, name: &str) -> Value {
@@ -386,8 +391,11 @@ fn interface_bytes_grow_with_traffic_over_the_veth() {
     assert!(d(&rx0, &rx1, "rx_packets") >= SENDS && d(&rx0, &rx1, "rx_bytes") >= SENDS * 42, "{rx0} -> {rx1}");
     assert!(d(&tx0, &tx1, "tx_packets") >= SENDS && d(&tx0, &tx1, "tx_bytes") >= SENDS * 42, "{tx0} -> {tx1}");
 
+    // The totals block only, as Windows prints it; -v adds one per interface.
     let text = b.netstat(&["-e"]);
     assert!(text.starts_with("Interface Statistics\n\n                           Received            Sent\n"), "{text}");
+    assert!(!text.contains("\nInterface veb\n"), "{text}");
+    let text = b.netstat(&["-e", "-v"]);
     assert!(text.contains("\nInterface veb\n"), "{text}");
 }
 
