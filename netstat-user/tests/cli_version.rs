@@ -1,5 +1,6 @@
 //! `--version`: the git revision baked in at build time and the kernel
 //! features found, as root and as an unprivileged user, never failing.
+//! vm: host only (needs tools the guest has not)
 use std::process::Command;
 
 fn head() -> String {

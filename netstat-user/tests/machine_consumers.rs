@@ -5,6 +5,7 @@
 //! '\s{2,}'`). Every row must come out with its fields, integer PIDs and
 //! the right program names. The setup installs what it needs (idempotent)
 //! and fails, never skips, when an install fails.
+//! vm: host only (needs tools the guest has not)
 mod fixture;
 
 use std::{

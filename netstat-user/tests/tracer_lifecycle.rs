@@ -26,7 +26,7 @@ fn tiny_ring_reports_losses() {
     let (srv, cli) = (name("lsrv"), name("lcli"));
     let count = 400;
     let out = ns.load(&[
-        "pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps",
+        "pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps", "--cookies",
     ]);
     std::thread::sleep(Duration::from_millis(500));
     let events = stream.stop();
@@ -61,7 +61,7 @@ fn with_stopped_consumer(ring: u64, count: usize) -> (std::process::ExitStatus, 
     let stream = Stream::start(&["--ring-size", &ring.to_string(), "--fail-on-loss"]);
     stream.signal(libc::SIGSTOP);
     let (srv, cli) = (name("fsrv"), name("fcli"));
-    let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps"]);
+    let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps", "--cookies"]);
     let conns = loss::pair_conns(&out);
     assert_eq!(conns.len(), count);
     stream.signal(libc::SIGCONT);

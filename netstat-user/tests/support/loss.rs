@@ -105,6 +105,9 @@ pub struct PairConn {
     /// happens in a syscall of one end between the two (or in the softirq
     /// that syscall runs on loopback).
     pub closed_ns: i128,
+    /// The client's socket cookie, with `pair --cookies`: what names its
+    /// CLOSED->SYN_SENT, which has no local port yet.
+    pub cookie: Option<u64>,
 }
 
 /// The connections of a `pair --timestamps` run (client and server lines joined).
@@ -122,6 +125,7 @@ pub fn pair_conns(out: &[Value]) -> Vec<PairConn> {
                 opened_ns: ns(c, "opened_ns"),
                 client_closed_ns: ns(c, "closed_ns"),
                 closed_ns: ns(c, "closed_ns").max(ns(server, "closed_ns")),
+                cookie: c["cookie"].as_u64(),
                 local,
                 remote,
             }
@@ -171,7 +175,10 @@ pub fn account_pair(conns: &[PairConn], events: &[Value]) -> PairAccount {
                 SERVER.iter().position(|x| *x == t).map(|k| (i, 5 + k))
             }
         } else if t == CLIENT[0] && port_of(&l) == 0 && listeners.contains(r.as_str()) {
-            conns.iter().position(|c| c.remote == r && c.opened_ns <= at && at <= c.client_closed_ns).map(|i| (i, 0))
+            let by_cookie = e["cookie"].as_u64().and_then(|k| conns.iter().position(|c| c.cookie == Some(k)));
+            by_cookie
+                .or_else(|| conns.iter().position(|c| c.remote == r && c.opened_ns <= at && at <= c.client_closed_ns))
+                .map(|i| (i, 0))
         } else if listeners.contains(l.as_str()) && port_of(&r) == 0 {
             continue; // the listener's own LISTENING and CLOSED
         } else {
