@@ -2,7 +2,8 @@
 //! that is not valid here gets exactly one stderr line naming the
 //! equivalent, nothing on stdout, exit 2; one that is valid in both runs as
 //! Windows netstat would, with no hint.
-use std::{path::PathBuf, process::Command};
+mod fixture;
+use std::process::Command;
 
 /// The bare command line, as a user types it.
 fn bare(args: &[&str]) -> (String, String, Option<i32>) {
@@ -12,16 +13,8 @@ fn bare(args: &[&str]) -> (String, String, Option<i32>) {
 
 /// Against the fixture tree, for what runs.
 fn netstat(args: &[&str]) -> (String, String, Option<i32>) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let o = Command::new(env!("CARGO_BIN_EXE_netstat"))
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .output()
-        .unwrap();
-    (String::from_utf8(o.stdout).unwrap(), String::from_utf8(o.stderr).unwrap(), o.status.code())
+    let (out, err, code) = fixture::run("basic", args);
+    (out, err, Some(code))
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! displays against the fixture tree (PID 100 holds two sockets there);
 //! the live table and the stream (kernel tests) against this test process's
 //! own sockets, with another process's traffic going on beside them.
+mod fixture;
 mod support;
 
 use std::{
     net::{TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
     process::Command,
     time::Duration,
 };
@@ -15,16 +15,7 @@ use serde_json::Value;
 use support::*;
 
 fn fixture(args: &[&str]) -> (String, String, i32) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let out = Command::new(netstat_bin())
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .output()
-        .unwrap();
-    (String::from_utf8(out.stdout).unwrap(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.code().unwrap_or(-1))
+    fixture::run("basic", args)
 }
 
 /// Table rows (lines starting with a protocol) of a text display.

@@ -3,10 +3,10 @@
 //! the old dialects, unknown fields and unescaped control characters fail.
 //! The stream's lines are also checked in every kernel test (tests/support
 //! validates each line it reads).
+mod fixture;
 mod support;
 
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -15,17 +15,7 @@ use serde_json::{Value, json};
 use support::*;
 
 fn fixture_run(args: &[&str]) -> Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
-    let out = Command::new(netstat_bin())
-        .args(args)
-        .arg("--proc-root")
-        .arg(root.join("proc"))
-        .arg("--sys-root")
-        .arg(root.join("sys"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "netstat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    one_document(&out.stdout, args)
+    one_document(fixture::ok("basic", args).as_bytes(), args)
 }
 
 fn one_document(stdout: &[u8], args: &[&str]) -> Value {
