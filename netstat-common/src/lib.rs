@@ -14,6 +14,13 @@ pub mod kind {
     pub const UDP_BIND: u32 = 3;
     pub const UDP_CONNECT: u32 = 4;
     pub const UDP_CLOSE: u32 = 5;
+    /// A TCP socket changed hands between transitions: another process
+    /// sent or received on it (a socket passed over a Unix socket,
+    /// inherited across fork). The event names the new holder; its states
+    /// are 0.
+    pub const TCP_OWNER: u32 = 6;
+    /// The highest kind this build knows.
+    pub const LAST: u32 = TCP_OWNER;
 }
 
 /// `Event::flags` bits.
@@ -88,8 +95,18 @@ pub struct Event {
     /// `bpf_get_socket_cookie`): with `netns`, a connection's identity.
     /// 0 when unknown (a cookie the kernel had not assigned yet).
     pub cookie: u64,
+    /// The holder's start: its thread-group leader's `start_boottime`
+    /// (ns after boot, as /proc/PID/stat's starttime counts it). With
+    /// `tgid`, one process even after its PID is reused. 0 when unknown.
+    pub pid_start_ns: u64,
+    /// The process that created or accepted the socket, 0 when unknown (a
+    /// socket that predates the tracer).
+    pub creator_tgid: u32,
+    pub _pad: u32,
+    pub creator_start_ns: u64,
+    pub creator_comm: [u8; COMM_LEN],
 }
-pub const EVENT_SIZE: usize = 136;
+pub const EVENT_SIZE: usize = 176;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 
 impl Event {
@@ -116,14 +133,22 @@ impl Event {
             bytes_acked: 0,
             bytes_received: 0,
             cookie: 0,
+            pid_start_ns: 0,
+            creator_tgid: 0,
+            _pad: 0,
+            creator_start_ns: 0,
+            creator_comm: [0; COMM_LEN],
         }
     }
 }
 
-/// The owner of a socket, captured in its own context. Value of `OWNERS`.
+/// The process holding a socket now, and the one that created or accepted
+/// it, captured in their own context. Value of `OWNERS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
+    /// The holder: process, acting thread, uid, flags (`flags::OWNER_*`),
+    /// its thread-group leader's comm and start (`Event::pid_start_ns`).
     pub tgid: u32,
     pub pid: u32,
     pub uid: u32,
@@ -131,29 +156,42 @@ pub struct Owner {
     pub comm: [u8; COMM_LEN],
     /// When the socket was first seen (CLOCK_MONOTONIC ns).
     pub start_ns: u64,
+    pub pid_start_ns: u64,
+    /// The socket this entry is for: an entry whose cookie is not the
+    /// socket's is stale (its memory was reused) and is never matched.
+    /// 0 = not known when the entry was made.
+    pub cookie: u64,
+    /// The creator (or acceptor); 0 when unknown.
+    pub creator_tgid: u32,
+    pub _pad: u32,
+    pub creator_start_ns: u64,
+    pub creator_comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<Owner>() == 40);
+const _: () = assert!(core::mem::size_of::<Owner>() == 88);
 
-/// Key of `LISTENERS`: a listening port in one network namespace.
+/// Key of `LISTENERS`: a listening port in one network namespace, as user
+/// space can compute it (the namespace's inode, the port), so listeners
+/// that predate the tracer are seeded at start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenKey {
-    /// `struct net *` of the listener, as an opaque identity.
-    pub net: u64,
+    /// Network namespace inode (`/proc/PID/ns/net`).
+    pub netns: u32,
     pub port: u16,
-    pub family: u16,
-    pub _pad: u32,
+    pub _pad: u16,
 }
-const _: () = assert!(core::mem::size_of::<ListenKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 
-/// Value of `LISTENERS`: the listener's owner and its socket.
+/// Value of `LISTENERS`: the owner of the port's latest listener, and how
+/// many listeners share the port (SO_REUSEPORT, or one per address): the
+/// entry goes with the last of them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub owner: Owner,
-    pub sock: u64,
+    pub count: u64,
 }
-const _: () = assert!(core::mem::size_of::<Listener>() == 48);
+const _: () = assert!(core::mem::size_of::<Listener>() == 96);
 
 /// Value of `PENDING_UDP`, keyed by thread id: a UDP connect seen in the
 /// cgroup hook, completed at the connect syscall's exit.
@@ -212,8 +250,25 @@ pub struct KernelOffsets {
     /// call `bpf_get_socket_cookie` (raw and syscall tracepoints, kprobes):
     /// 0 in memory until the kernel assigns it (sock_gen_cookie).
     pub sk_cookie: u32,
+    /// `sock.sk_lock.owned`: 1 while a task holds the socket lock (its own
+    /// syscall, or the backlog it processes on release): a transition
+    /// then runs in the context of a task acting on the socket.
+    pub sk_lock_owned: u32,
+    // struct task_struct: the holder's process, as /proc and ss name it
+    pub task_flags: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub task_start_boottime: u32,
+    /// `io_kiocb.opcode` (1 byte) and `io_accept.file_slot` (4 bytes; the
+    /// accept's command data sits at the start of its `io_kiocb`), for the
+    /// io_uring completion hook.
+    pub io_kiocb_opcode: u32,
+    pub io_accept_file_slot: u32,
+    // io_uring:io_uring_complete record (tracefs format): `req`, `res`
+    pub io_complete_req: u32,
+    pub io_complete_res: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 33 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
@@ -243,6 +298,15 @@ impl KernelOffsets {
             inet_sport: u,
             inet_saddr: u,
             sk_cookie: u,
+            sk_lock_owned: u,
+            task_flags: u,
+            task_group_leader: u,
+            task_comm: u,
+            task_start_boottime: u,
+            io_kiocb_opcode: u,
+            io_accept_file_slot: u,
+            io_complete_req: u,
+            io_complete_res: u,
         }
     }
 }
@@ -276,7 +340,10 @@ pub mod lost {
     /// netstat-ebpf). A diagnostic only (`bpftool map dump`); user space
     /// does not read it.
     pub const KPROBE_RESCUED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// A UDP connect or send in flight could not be remembered
+    /// (`PENDING_UDP` full), or an unbound UDP socket (`UDP_UNBOUND`).
+    pub const PENDING_FULL: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// `BPF_F_MMAPABLE`: user space maps the counters instead of looking
     /// them up (a lookup syscall blinds kprobe programs on its CPU).
     pub const MAP_FLAGS: u32 = 1 << 10;

@@ -26,7 +26,7 @@ impl TryFrom<&[u8]> for Event {
         }
         // Every bit pattern is a valid Event (integers and byte arrays only).
         let ev: Event = unsafe { core::ptr::read_unaligned(b.as_ptr().cast()) };
-        if !(crate::kind::TCP_STATE..=crate::kind::UDP_CLOSE).contains(&ev.kind) {
+        if !(crate::kind::TCP_STATE..=crate::kind::LAST).contains(&ev.kind) {
             return Err(DecodeError::UnknownKind(ev.kind));
         }
         Ok(ev)
@@ -59,23 +59,28 @@ mod tests {
     }
 
     #[test]
-    fn cookie_is_the_last_eight_bytes() {
-        // Appended at the end, so every earlier field kept its offset.
+    fn every_field_keeps_its_offset() {
+        // Fields are appended at the end, so every earlier one keeps its offset.
         let mut e = Event::zeroed();
         e.kind = kind::TCP_STATE;
         e.cookie = 0x1122_3344_5566_7788;
         let b = e.as_bytes();
-        assert_eq!(b[EVENT_SIZE - 8..], 0x1122_3344_5566_7788u64.to_ne_bytes());
-        assert_eq!(core::mem::offset_of!(Event, cookie), EVENT_SIZE - 8);
+        assert_eq!(b[128..136], 0x1122_3344_5566_7788u64.to_ne_bytes());
+        assert_eq!(core::mem::offset_of!(Event, cookie), 128);
         assert_eq!(core::mem::offset_of!(Event, bytes_received), 120);
+        // The holder's start and the creator came after it.
+        assert_eq!(core::mem::offset_of!(Event, pid_start_ns), 136);
+        assert_eq!(core::mem::offset_of!(Event, creator_comm), EVENT_SIZE - 16);
     }
 
     #[test]
     fn short_record_is_an_error() {
         let e = Event::zeroed();
         assert_eq!(Event::try_from(&e.as_bytes()[..100]), Err(DecodeError::Short(100)));
-        // A record of the layout before `cookie` (128 bytes) is short now.
+        // Records of the layouts before `cookie` (128 bytes) and before the
+        // creator (136) are short now.
         assert_eq!(Event::try_from(&e.as_bytes()[..128]), Err(DecodeError::Short(128)));
+        assert_eq!(Event::try_from(&e.as_bytes()[..136]), Err(DecodeError::Short(136)));
         assert_eq!(Event::try_from(&[][..]), Err(DecodeError::Short(0)));
     }
 

@@ -5,12 +5,12 @@
 //! they read the one the state tracepoint assigned at the child's
 //! LISTEN -> SYN_RECV.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind};
+use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind, tcp_state};
 
 use crate::{
     OWNERS,
-    emit::{Body, count_lost, current_owner, emit, now},
-    sock::{net_of, offsets, read_tuple, sock_of_fd, stored_cookie},
+    emit::{Body, count_lost, current_is_kthread, current_owner, emit, now},
+    sock::{net_of, offsets, read, read_tuple, sock_of_fd, stored_cookie},
 };
 
 /// Attached to both `syscalls:sys_exit_accept` and `syscalls:sys_exit_accept4`.
@@ -33,12 +33,16 @@ fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     on_accept(sk, &o)
 }
 
-/// The acceptor becomes the owner of the accepted socket `sk`; shared with
-/// the fexit/kretprobe forms on inet_csk_accept (fentry.rs, kprobe.rs).
+/// The acceptor becomes the holder and the creator of the accepted socket
+/// `sk`; shared with the fexit/kretprobe forms on inet_csk_accept
+/// (fentry.rs, kprobe.rs). A socket reset before accept() is returned
+/// already closed: its entry went at its CLOSE and is not made again (its
+/// accept is still reported). A kernel thread's accept (an in-kernel
+/// server) names no process.
 #[inline(always)]
 pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let tuple = read_tuple(sk, o)?;
-    if tuple.protocol != IPPROTO_TCP {
+    if tuple.protocol != IPPROTO_TCP || current_is_kthread() {
         return Ok(());
     }
     let (_, netns) = net_of(sk, o);
@@ -46,12 +50,16 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     crate::state::flush_pending_syn_recv(sk, cookie, &tuple, netns);
     let t = now();
     let mut owner = current_owner(t);
+    owner.cookie = cookie;
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
-    if let Some(prev) = unsafe { OWNERS.get(&sk) } {
+    if let Some(prev) = crate::state::entry_of(sk, cookie) {
         owner.start_ns = prev.start_ns;
     }
     owner.flags = flags::OWNER_CAPTURED;
-    if OWNERS.insert(&sk, &owner, 0).is_err() {
+    let state: u8 = read(sk, o.sk_state).unwrap_or(0);
+    if state as u32 == tcp_state::CLOSE {
+        let _ = OWNERS.remove(&sk);
+    } else if OWNERS.insert(&sk, &owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
     emit(&owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, cookie, tuple, t, netns));

@@ -1,24 +1,78 @@
 //! Owner capture and event emission shared by every program.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns,
+    },
 };
 use netstat_common::{Event, Owner, lost};
 
-use crate::{EVENTS, LOST, SELF_TGID, WAKEUP_BYTES, sock::Tuple};
+use crate::{
+    EVENTS, LOST, SELF_TGID, WAKEUP_BYTES,
+    sock::{Tuple, offsets, read},
+};
 
-/// The task on the CPU, as an owner.
+/// `task_struct.flags` bit of a kernel thread (include/linux/sched.h).
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// The task on the CPU, as the holder and creator of a socket: its process
+/// as /proc and `ss` name it (the thread-group leader's comm and start
+/// time), and the acting thread. `start_ns` (when the socket was first
+/// seen) is `now`; the caller sets `cookie`.
 #[inline(always)]
 pub fn current_owner(now: u64) -> Owner {
+    let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read(task, o.task_group_leader).unwrap_or(0);
+    let comm = match read::<[u8; 16]>(leader, o.task_comm) {
+        Ok(c) => c,
+        Err(_) => bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let start: u64 = read(leader, o.task_start_boottime).unwrap_or(0);
     Owner {
-        tgid: (pid_tgid >> 32) as u32,
+        tgid,
         pid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,
         flags: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm,
         start_ns: now,
+        pid_start_ns: start,
+        cookie: 0,
+        creator_tgid: tgid,
+        _pad: 0,
+        creator_start_ns: start,
+        creator_comm: comm,
     }
+}
+
+/// Whether the task on the CPU is a kernel thread (a kworker doing a
+/// delayed fput, unix garbage collection): it never holds a socket.
+#[inline(always)]
+pub fn current_is_kthread() -> bool {
+    let task = unsafe { bpf_get_current_task() };
+    read::<u32>(task, offsets().task_flags).is_ok_and(|f| f & PF_KTHREAD != 0)
+}
+
+/// `owner` as the new holder of a socket whose entry was `prev`: the
+/// creator, the first-seen time and the cookie are the socket's own.
+#[inline(always)]
+pub fn keep_creator(owner: &mut Owner, prev: &Owner) {
+    owner.start_ns = prev.start_ns;
+    owner.cookie = prev.cookie;
+    owner.creator_tgid = prev.creator_tgid;
+    owner.creator_start_ns = prev.creator_start_ns;
+    owner.creator_comm = prev.creator_comm;
+}
+
+/// `owner` with no creator known (a socket that predates the tracer).
+#[inline(always)]
+pub fn no_creator(owner: &mut Owner) {
+    owner.creator_tgid = 0;
+    owner.creator_start_ns = 0;
+    owner.creator_comm = [0; 16];
 }
 
 #[inline(always)]
@@ -107,6 +161,11 @@ pub fn emit(owner: &Owner, b: &Body) {
         (*ev).bytes_acked = b.bytes_acked;
         (*ev).bytes_received = b.bytes_received;
         (*ev).cookie = b.cookie;
+        (*ev).pid_start_ns = owner.pid_start_ns;
+        (*ev).creator_tgid = owner.creator_tgid;
+        (*ev)._pad = 0;
+        (*ev).creator_start_ns = owner.creator_start_ns;
+        (*ev).creator_comm = owner.creator_comm;
     }
     // Batched wake-ups: only when enough is waiting; user space also polls.
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
@@ -129,4 +188,10 @@ pub const NO_OWNER: Owner = Owner {
     flags: 0,
     comm: [0; 16],
     start_ns: 0,
+    pid_start_ns: 0,
+    cookie: 0,
+    creator_tgid: 0,
+    _pad: 0,
+    creator_start_ns: 0,
+    creator_comm: [0; 16],
 };

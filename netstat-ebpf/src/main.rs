@@ -10,6 +10,7 @@
 mod accept;
 mod emit;
 mod fentry;
+mod holder;
 mod kfunc;
 mod kprobe;
 mod sock;
@@ -19,7 +20,7 @@ mod udp;
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, RingBuf},
 };
 use netstat_common::{KernelOffsets, ListenKey, Listener, Owner, PendingUdp};
 
@@ -36,8 +37,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(netstat_common::lost::COUNT, netstat_common::lost::MAP_FLAGS);
 
-/// Socket (kernel address) -> owner, captured in the owner's context.
-/// Bounded (`--owner-map-size`); entries go when the socket reaches CLOSE.
+/// Socket (kernel address) -> holder and creator, captured in their own
+/// context. Bounded (`--owner-map-size`; a full map is counted). An entry
+/// goes when its socket reaches CLOSE, when it is destroyed
+/// (tcp_destroy_sock), and is not made for a socket accepted closed; it
+/// carries the socket's cookie, so a socket that reuses the memory never
+/// matches it.
 #[map]
 static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(65536, 0);
 
@@ -45,17 +50,22 @@ static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(65536, 0);
 #[map]
 static LISTENERS: HashMap<ListenKey, Listener> = HashMap::with_max_entries(16384, 0);
 
-/// Thread -> UDP connect/send in flight, completed at syscall exit. LRU: a
-/// syscall whose exit we never see (io_uring) must not pin an entry forever.
+/// Thread -> UDP connect in flight, completed at the syscall's exit (or at
+/// io_uring's completion of IORING_OP_CONNECT, holder.rs). A plain hash,
+/// never evicting: one entry per thread at most, replaced by its next
+/// connect; a full map is counted (`lost::PENDING_FULL`).
 #[map]
-static PENDING_UDP: LruHashMap<u64, PendingUdp> = LruHashMap::with_max_entries(8192, 0);
+static PENDING_UDP: HashMap<u64, PendingUdp> = HashMap::with_max_entries(8192, 0);
 
 /// UDP sockets created since the tracer started and not bound yet: the
 /// first send on one of them binds it implicitly (inet_send_prepare binds
 /// before the sendmsg cgroup hook runs, so the port is known there). The
 /// value is the socket again, as a plain number the verifier lets us offset.
+/// A plain hash: an entry goes at the bind, the first send, the connect or
+/// the socket's release (sock_release hook), whichever comes first; a full
+/// map is counted.
 #[map]
-static UDP_UNBOUND: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+static UDP_UNBOUND: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());

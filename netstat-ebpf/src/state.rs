@@ -16,6 +16,7 @@
 //! it from memory, and for the TIME_WAIT socket, which copies it. The raw
 //! form reads `skc_cookie` and reports 0 for a socket nothing asked about.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::PerCpuArray,
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -27,7 +28,7 @@ use netstat_common::{
 
 use crate::{
     LISTENERS, OWNERS,
-    emit::{Body, NO_OWNER, count_lost, current_owner, emit, now},
+    emit::{Body, NO_OWNER, count_lost, current_is_kthread, current_owner, emit, keep_creator, no_creator, now},
     sock::{Tuple, assign_cookie, net_of, offsets, read, read_state_tuple, stored_cookie},
 };
 
@@ -144,7 +145,7 @@ fn take_handled(sk: u64, new: u64) -> bool {
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,
-/// shutdown): there the task on the CPU is the one acting on the socket.
+/// shutdown): the rule for kernels whose socket lock cannot be read.
 #[inline(always)]
 fn in_owner_context(old: u32, new: u32) -> bool {
     match new {
@@ -152,6 +153,19 @@ fn in_owner_context(old: u32, new: u32) -> bool {
         CLOSE => old == LISTEN || old == SYN_SENT,
         _ => false,
     }
+}
+
+/// Whether the task on the CPU is acting on the socket: it holds the
+/// socket's lock (`sk_lock.owned`: its own syscall, or the backlog it
+/// processes as it releases the lock; a softirq or timer never owns it, it
+/// defers to the owner instead), and it is not a kernel thread.
+#[inline(always)]
+fn acting_on(sk: u64, old: u32, new: u32, o: &KernelOffsets) -> bool {
+    let owned = match read::<i32>(sk, o.sk_lock_owned) {
+        Ok(v) => v != 0,
+        Err(_) => in_owner_context(old, new),
+    };
+    owned && !current_is_kthread()
 }
 
 /// One firing of the tracepoint: socket `sk` went from `old` to `new`.
@@ -172,10 +186,12 @@ pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: u64) -> Res
 #[inline(always)]
 pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffsets) {
     let t = now();
-    let (net, netns) = net_of(sk, o);
+    let (_, netns) = net_of(sk, o);
 
     flush_pending_syn_recv(sk, cookie, &tuple, netns);
-    let (owner, src) = resolve_owner(sk, net, old, new, &tuple, t);
+    let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32 };
+    let mut owner = NO_OWNER;
+    let src = resolve_owner(&tr, &mut owner);
     // Before 6.18 or so, a child's LISTEN -> SYN_RECV fires before its
     // remote address and port are set: report it at the socket's next
     // transition (or accept), when the tuple is complete.
@@ -213,19 +229,59 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
     if new == CLOSE {
         let _ = OWNERS.remove(&sk);
         if old == LISTEN {
-            let key = listen_key(net, tuple.sport);
-            if let Some(l) = unsafe { LISTENERS.get(&key) } {
-                if l.sock == sk {
-                    let _ = LISTENERS.remove(&key);
-                }
+            listen_stopped(netns, tuple.sport);
+        }
+    }
+}
+
+/// Atomic add on a counter in a map value (BPF_ATOMIC; the generic BPF
+/// CPU cannot return the old value, so the caller reads it after).
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v);
+    }
+}
+
+/// A listener on `port` started: its owner names the port's children until
+/// they are accepted. Listeners sharing a port are counted, so the entry
+/// goes with the last one. Not inlined: its value has a frame of its own.
+#[inline(never)]
+fn listen_started(netns: u32, port: u16, owner: &Owner) {
+    let key = listen_key(netns, port);
+    if let Some(l) = LISTENERS.get_ptr_mut(&key) {
+        unsafe { (*l).owner = *owner };
+        atomic_add(unsafe { &mut (*l).count }, 1);
+        return;
+    }
+    let l = Listener { owner: *owner, count: 1 };
+    if LISTENERS.insert(&key, &l, BPF_NOEXIST as u64).is_err() {
+        // Another CPU made it first, or the map is full.
+        match LISTENERS.get_ptr_mut(&key) {
+            Some(l) => {
+                atomic_add(unsafe { &mut (*l).count }, 1);
             }
+            None => count_lost(lost::LISTENERS_FULL),
+        }
+    }
+}
+
+#[inline(always)]
+fn listen_stopped(netns: u32, port: u16) {
+    let key = listen_key(netns, port);
+    if let Some(l) = LISTENERS.get_ptr_mut(&key) {
+        // Adding u64::MAX subtracts one. Two listeners closing at once may
+        // both see 0 and both remove: the same end.
+        atomic_add(unsafe { &mut (*l).count }, u64::MAX);
+        if unsafe { core::ptr::read_volatile(&(*l).count) } == 0 {
+            let _ = LISTENERS.remove(&key);
         }
     }
 }
 
 /// `Owner::flags` bit, never in an event: this socket's LISTEN -> SYN_RECV
 /// is still to be reported (see on_transition). Its time is `start_ns`.
-const PENDING_SYN_RECV: u32 = 1 << 16;
+pub(crate) const PENDING_SYN_RECV: u32 = 1 << 16;
 
 /// Report a deferred LISTEN -> SYN_RECV with the tuple known now.
 #[inline(always)]
@@ -254,8 +310,8 @@ pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
 }
 
 #[inline(always)]
-fn listen_key(net: u64, port: u16) -> ListenKey {
-    ListenKey { net, port, family: 0, _pad: 0 }
+fn listen_key(netns: u32, port: u16) -> ListenKey {
+    ListenKey { netns, port, _pad: 0 }
 }
 
 #[inline(always)]
@@ -265,46 +321,96 @@ fn remember(sk: u64, owner: &Owner) {
     }
 }
 
-// Inlined: it takes more arguments than a BPF-to-BPF call can pass.
+/// The entry of socket `sk` with cookie `cookie`, if it is that socket's:
+/// an entry left by a socket whose memory `sk` reuses is never matched.
 #[inline(always)]
-fn resolve_owner(sk: u64, net: u64, old: u32, new: u32, tuple: &Tuple, t: u64) -> (Owner, u32) {
-    // A fresh socket leaving CLOSE: (re)start its record.
-    if old == CLOSE && (new == SYN_SENT || new == LISTEN) {
-        let owner = current_owner(t);
-        remember(sk, &owner);
-        if new == LISTEN {
-            let l = Listener { owner, sock: sk };
-            if LISTENERS.insert(&listen_key(net, tuple.sport), &l, 0).is_err() {
-                count_lost(lost::LISTENERS_FULL);
-            }
-        }
-        return (owner, flags::OWNER_CURRENT);
-    }
-    // A child of a listener, cloned from it (old state LISTEN) in softirq:
-    // the listener's owner until accept().
-    if new == SYN_RECV && (old == LISTEN || old == CLOSE) {
-        if let Some(l) = unsafe { LISTENERS.get(&listen_key(net, tuple.sport)) } {
-            let mut owner = l.owner;
-            owner.start_ns = t;
-            owner.flags = flags::OWNER_LISTENER;
-            remember(sk, &owner);
-            return (owner, flags::OWNER_LISTENER);
-        }
-        return (NO_OWNER, flags::OWNER_NONE);
-    }
-    if let Some(owner) = unsafe { OWNERS.get(&sk) } {
-        let src = owner.flags & flags::OWNER_MASK;
-        return (*owner, if src == 0 { flags::OWNER_CAPTURED } else { src });
-    }
-    // A socket that predates the tracer: trust the CPU only in the owner's own syscall.
-    if in_owner_context(old, new) {
-        let mut owner = current_owner(0);
-        owner.flags = flags::OWNER_CAPTURED;
-        if new != CLOSE {
-            remember(sk, &owner);
-        }
-        return (owner, flags::OWNER_CURRENT);
-    }
-    (NO_OWNER, flags::OWNER_NONE)
+pub fn entry_of(sk: u64, cookie: u64) -> Option<&'static Owner> {
+    let e = unsafe { OWNERS.get(&sk) }?;
+    (e.cookie == 0 || cookie == 0 || e.cookie == cookie).then_some(e)
 }
 
+/// What `resolve_owner` needs of a transition, passed by reference (a
+/// BPF-to-BPF call takes five arguments at most).
+#[repr(C)]
+struct Transition {
+    sk: u64,
+    cookie: u64,
+    t: u64,
+    netns: u32,
+    old: u32,
+    new: u32,
+    sport: u32,
+}
+
+/// The owner of a transition's socket into `out`, and where it came from.
+/// Not inlined: its frame of its own keeps every program's stack within
+/// the BPF limit.
+#[inline(never)]
+fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
+    let (sk, cookie, t, netns, old, new) = (tr.sk, tr.cookie, tr.t, tr.netns, tr.old, tr.new);
+    let port = tr.sport as u16;
+    let o = offsets();
+    // A fresh socket leaving CLOSE: (re)start its record, the caller is
+    // its creator. A kernel thread's socket (an in-kernel client) has no
+    // holder.
+    if old == CLOSE && (new == SYN_SENT || new == LISTEN) {
+        if current_is_kthread() {
+            return flags::OWNER_NONE;
+        }
+        *out = current_owner(t);
+        out.cookie = cookie;
+        remember(sk, out);
+        if new == LISTEN {
+            listen_started(netns, port, out);
+        }
+        return flags::OWNER_CURRENT;
+    }
+    // A child of a listener, cloned from it (old state LISTEN) in softirq:
+    // the listener's owner (holder and creator) until accept().
+    if new == SYN_RECV && (old == LISTEN || old == CLOSE) {
+        if let Some(l) = unsafe { LISTENERS.get(&listen_key(netns, port)) } {
+            *out = l.owner;
+            out.start_ns = t;
+            out.cookie = cookie;
+            out.flags = flags::OWNER_LISTENER;
+            remember(sk, out);
+            return flags::OWNER_LISTENER;
+        }
+        return flags::OWNER_NONE;
+    }
+    let entry = entry_of(sk, cookie);
+    // A task acting on the socket (close, shutdown, connect, the backlog of
+    // its own call) holds it now: it becomes the holder, the creator stays.
+    if acting_on(sk, old, new, &o) {
+        *out = current_owner(t);
+        match entry {
+            Some(e) => {
+                keep_creator(out, e);
+                if e.cookie == 0 {
+                    out.cookie = cookie;
+                }
+                out.flags = flags::OWNER_CAPTURED | (e.flags & PENDING_SYN_RECV);
+                if new != CLOSE && e.tgid != out.tgid {
+                    remember(sk, out);
+                }
+            }
+            None => {
+                // Predates the tracer: its creator is not known.
+                out.start_ns = 0;
+                out.cookie = cookie;
+                no_creator(out);
+                out.flags = flags::OWNER_CAPTURED;
+                if new != CLOSE {
+                    remember(sk, out);
+                }
+            }
+        }
+        return flags::OWNER_CURRENT;
+    }
+    if let Some(e) = entry {
+        *out = *e;
+        let src = e.flags & flags::OWNER_MASK;
+        return if src == 0 { flags::OWNER_CAPTURED } else { src };
+    }
+    flags::OWNER_NONE
+}

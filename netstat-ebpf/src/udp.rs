@@ -12,11 +12,11 @@ use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, SockContext, TracePointContext},
 };
-use netstat_common::{AF_INET, AF_INET6, IPPROTO_UDP, PendingUdp, flags, kind};
+use netstat_common::{AF_INET, AF_INET6, IPPROTO_UDP, PendingUdp, flags, kind, lost};
 
 use crate::{
     PENDING_UDP, UDP_UNBOUND,
-    emit::{Body, current_owner, emit, now},
+    emit::{Body, count_lost, current_owner, emit, now},
     sock::{Tuple, net_of, offsets, read_tuple},
 };
 
@@ -86,7 +86,9 @@ pub fn udp_sock_create(ctx: SockContext) -> i32 {
     let s = unsafe { &*ctx.sock };
     if s.protocol == IPPROTO_UDP as u32 {
         let sk = ctx.as_ptr() as u64;
-        let _ = UDP_UNBOUND.insert(&sk, &sk, 0);
+        if UDP_UNBOUND.insert(&sk, &sk, 0).is_err() {
+            count_lost(lost::PENDING_FULL);
+        }
         // Assigned now, for the bind hook's fexit/kprobe forms to read.
         let _ = cookie_of(&ctx);
     }
@@ -135,7 +137,9 @@ fn remember_connect(ctx: &SockAddrContext) {
         _pad: 0,
         cookie: cookie_of(ctx),
     };
-    let _ = PENDING_UDP.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    if PENDING_UDP.insert(&bpf_get_current_pid_tgid(), &p, 0).is_err() {
+        count_lost(lost::PENDING_FULL);
+    }
     if unbound {
         let _ = UDP_UNBOUND.remove(&(sk as u64));
     }
@@ -204,6 +208,25 @@ fn try_sys_exit_udp(ctx: &TracePointContext) -> Result<(), i64> {
         return Err(-1);
     }
     let ret: i64 = unsafe { ctx.read_at::<i64>(o.sys_exit_ret as usize) }.map_err(|e| e as i64)?;
+    complete_connect(&p, ret)
+}
+
+/// The UDP connect in flight on this thread, if any (taken): io_uring's
+/// IORING_OP_CONNECT runs the cgroup hook but never the syscall's exit,
+/// and completes it at its completion instead (holder.rs).
+#[inline(always)]
+pub fn take_pending() -> Option<PendingUdp> {
+    let key = bpf_get_current_pid_tgid();
+    let p = (unsafe { PENDING_UDP.get(&key) }).copied()?;
+    let _ = PENDING_UDP.remove(&key);
+    Some(p)
+}
+
+/// A UDP connect `p` finished with `ret` (0 = connected): its implicit
+/// bind, and the connect itself.
+#[inline(always)]
+pub fn complete_connect(p: &PendingUdp, ret: i64) -> Result<(), i64> {
+    let o = offsets();
     let tuple = read_tuple(p.sock, &o)?;
     let t = now();
     let owner = current_owner(t);

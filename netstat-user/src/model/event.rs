@@ -6,13 +6,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netstat_common::{AF_INET, Event, IPPROTO_UDP, flags, kind, tcp_state};
 
-use super::{Comm, Owner, OwnerSource, Proto, SockId};
+use super::{Comm, Owner, OwnerSource, Process, Proto, SockId, start_ticks};
 
 /// What happened to the socket (the schema's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     TcpState { old: u32, new: u32 },
     Accept,
+    /// The socket changed hands between transitions; `state` is its state.
+    Owner { state: u32 },
     /// `implicit`: done by a first send or connect on an unbound socket.
     UdpBind { implicit: bool },
     UdpConnect,
@@ -26,6 +28,7 @@ impl Change {
         match self {
             Change::TcpState { .. } => "tcp_state",
             Change::Accept => "tcp_accept",
+            Change::Owner { .. } => "tcp_owner",
             Change::UdpBind { .. } => "udp_bind",
             Change::UdpConnect => "udp_connect",
             Change::UdpClose => "udp_close",
@@ -74,6 +77,7 @@ fn change_of(e: &Event) -> Change {
     match e.kind {
         kind::TCP_STATE => Change::TcpState { old: e.old_state, new: e.new_state },
         kind::TCP_ACCEPT => Change::Accept,
+        kind::TCP_OWNER => Change::Owner { state: e.new_state },
         kind::UDP_BIND => Change::UdpBind { implicit: e.flags & flags::IMPLICIT_BIND != 0 },
         kind::UDP_CONNECT => Change::UdpConnect,
         kind::UDP_CLOSE => Change::UdpClose,
@@ -98,9 +102,14 @@ impl SockEvent {
             pid: e.tgid,
             tid: Some(e.pid),
             comm: Comm::new(&e.comm),
-            pid_start: None,
+            pid_start: start_ticks(e.pid_start_ns),
             exe: None,
             source,
+            creator: (e.creator_tgid != 0).then(|| Process {
+                pid: e.creator_tgid,
+                comm: Comm::new(&e.creator_comm),
+                pid_start: start_ticks(e.creator_start_ns),
+            }),
         });
         let lifetime = (e.flags & flags::HAS_LIFETIME != 0).then_some(Lifetime {
             duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
@@ -163,6 +172,34 @@ mod tests {
         let o = s.owner.unwrap();
         assert_eq!((o.pid, o.tid, o.comm.as_bytes(), o.source), (10, Some(11), &b"dig"[..], OwnerSource::Current));
         assert_eq!(s.uid, Some(1000));
+        assert!(o.creator.is_none() && o.pid_start.is_none());
+    }
+
+    #[test]
+    fn decodes_holder_start_and_creator() {
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_STATE;
+        e.flags = flags::OWNER_CAPTURED;
+        e.tgid = 20;
+        e.pid_start_ns = 123 * (1_000_000_000 / crate::model::clock_ticks()) + 5;
+        e.creator_tgid = 7;
+        e.creator_start_ns = 9 * (1_000_000_000 / crate::model::clock_ticks());
+        e.creator_comm[..8].copy_from_slice(b"postgres");
+        let o = SockEvent::decode(&e).owner.unwrap();
+        assert_eq!(o.pid_start, Some(123));
+        let c = o.creator.unwrap();
+        assert_eq!((c.pid, c.comm.as_bytes(), c.pid_start), (7, &b"postgres"[..], Some(9)));
+    }
+
+    #[test]
+    fn decodes_a_hand_off() {
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_OWNER;
+        e.flags = flags::OWNER_CURRENT;
+        e.new_state = tcp_state::ESTABLISHED;
+        let s = SockEvent::decode(&e);
+        assert_eq!(s.change, Change::Owner { state: tcp_state::ESTABLISHED });
+        assert_eq!(s.change.key(), "tcp_owner");
     }
 
     #[test]

@@ -111,6 +111,15 @@ impl std::fmt::Debug for Comm {
     }
 }
 
+/// A process as /proc names it: (pid, pid_start) is one process, even
+/// after its PID is reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: Comm,
+    pub pid_start: Option<u64>,
+}
+
 /// The process that holds a socket (or acted on it, for an event).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -125,12 +134,35 @@ pub struct Owner {
     /// /proc/PID/exe, read while the process lived.
     pub exe: Option<Arc<Path>>,
     pub source: OwnerSource,
+    /// The process that created or accepted the socket, when known (the
+    /// kernel saw it happen).
+    pub creator: Option<Process>,
 }
 
 impl Owner {
     pub fn new(pid: u32, comm: Comm, source: OwnerSource) -> Owner {
-        Owner { pid, tid: None, comm, pid_start: None, exe: None, source }
+        Owner { pid, tid: None, comm, pid_start: None, exe: None, source, creator: None }
     }
+
+    /// The same process as `other` (start times compared where both know theirs).
+    pub fn same_process(&self, pid: u32, pid_start: Option<u64>) -> bool {
+        self.pid == pid && (self.pid_start.is_none() || pid_start.is_none() || self.pid_start == pid_start)
+    }
+}
+
+/// Clock ticks per second of /proc/PID/stat's times (USER_HZ).
+pub fn clock_ticks() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    })
+}
+
+/// A kernel start time (ns after boot, `start_boottime`) as /proc/PID/stat
+/// field 22 counts it (clock ticks, rounded down as the kernel does).
+pub fn start_ticks(ns: u64) -> Option<u64> {
+    (ns != 0).then(|| ns / (1_000_000_000 / clock_ticks()))
 }
 
 /// One socket as netstat lists it.

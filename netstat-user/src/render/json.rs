@@ -243,6 +243,13 @@ fn owner_fields(o: &mut Obj, owner: Option<&Owner>, uid: Option<u32>) {
                 o.text("exe", p.as_os_str().as_encoded_bytes());
             }
             o.str("owner_source", w.source.key());
+            if let Some(c) = &w.creator {
+                o.u64("creator_pid", c.pid as u64);
+                o.text("creator_comm", c.comm.as_bytes());
+                if let Some(s) = c.pid_start {
+                    o.u64("creator_pid_start", s);
+                }
+            }
         }
         None => {
             o.null("pid");
@@ -293,6 +300,9 @@ pub fn event(buf: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128, clock: &mu
     if let crate::model::Change::TcpState { old, new } = e.change {
         o.str("old_state", tcp_state_name(old));
         o.str("new_state", tcp_state_name(new));
+    }
+    if let crate::model::Change::Owner { state } = e.change {
+        o.str("state", tcp_state_name(state));
     }
     owner_fields(&mut o, e.owner.as_ref(), e.uid);
     if let crate::model::Change::UdpBind { implicit } = e.change {

@@ -54,6 +54,7 @@ impl fmt::Display for What {
         match self.0 {
             Change::TcpState { old, new } => write!(f, "{} -> {}", tcp_state_name(old), tcp_state_name(new)),
             Change::Accept => f.write_str("ACCEPT"),
+            Change::Owner { .. } => f.write_str("OWNER"),
             Change::UdpBind { implicit: true } => f.write_str("BIND (implicit)"),
             Change::UdpBind { implicit: false } => f.write_str("BIND"),
             Change::UdpConnect => f.write_str("CONNECT"),

@@ -183,6 +183,14 @@ impl Table {
                     update(row, e);
                 }
             }
+            // Another process sends or receives on it: it holds it now.
+            Change::Owner { state } => {
+                if let Some(row) = self.row(id, || fresh_row(e, id)) {
+                    row.orphaned = false;
+                    row.conn.state.get_or_insert(state);
+                    update(row, e);
+                }
+            }
             Change::UdpBind { .. } | Change::UdpConnect => {
                 self.recently_closed.remove(&id);
                 if let Some(row) = self.row(id, || fresh_row(e, id)) {

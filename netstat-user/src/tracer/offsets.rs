@@ -23,8 +23,10 @@ pub const FD_WALK: &str = "fd to socket walk";
 pub const SYS_EXIT: &str = "syscalls:sys_exit_* format";
 /// The socket's state byte, read by the fentry/kprobe forms of tcp_state.
 pub const SK_STATE: &str = "struct sock state";
+/// io_uring's request opcode and accept slot, and its completion record.
+pub const IO_URING: &str = "io_uring request";
 
-pub fn resolve(btf: &Btf, sys_exit: Option<&Format>) -> Resolved {
+pub fn resolve(btf: &Btf, sys_exit: Option<&Format>, io_complete: Option<&Format>) -> Resolved {
     let mut o = KernelOffsets::unknown();
     let mut missing = Vec::new();
 
@@ -58,6 +60,29 @@ pub fn resolve(btf: &Btf, sys_exit: Option<&Format>) -> Resolved {
     match btf.member_sized("sock.__sk_common.skc_state", 1) {
         Ok(off) => o.sk_state = off,
         Err(e) => missing.push((SK_STATE, e.to_string())),
+    }
+
+    // Who is acting on a socket, and as which process: without them the
+    // programs fall back to the transition's kind, the thread's comm and no
+    // start time.
+    o.sk_lock_owned = btf.member_sized("sock.sk_lock.owned", 4).unwrap_or(OFFSET_UNKNOWN);
+    o.task_flags = btf.member_sized("task_struct.flags", 4).unwrap_or(OFFSET_UNKNOWN);
+    o.task_group_leader = btf.member_sized("task_struct.group_leader", 8).unwrap_or(OFFSET_UNKNOWN);
+    o.task_comm = btf.member_sized("task_struct.comm", 16).unwrap_or(OFFSET_UNKNOWN);
+    o.task_start_boottime = btf.member_sized("task_struct.start_boottime", 8).unwrap_or(OFFSET_UNKNOWN);
+
+    let io = (|| -> Result<(), String> {
+        let m = |p: &str, w: u32| btf.member_sized(p, w).map_err(|e| e.to_string());
+        o.io_kiocb_opcode = m("io_kiocb.opcode", 1)?;
+        // The accept's command data overlays the start of its request.
+        o.io_accept_file_slot = m("io_accept.file_slot", 4)?;
+        let f = io_complete.ok_or("io_uring:io_uring_complete format not readable")?;
+        o.io_complete_req = f.field("req", 8).map_err(|e| e.to_string())?;
+        o.io_complete_res = f.field("res", 4).map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    if let Err(e) = io {
+        missing.push((IO_URING, e));
     }
 
     let walk = (|| -> Result<(), String> {

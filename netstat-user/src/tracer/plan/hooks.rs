@@ -181,5 +181,46 @@ pub(super) const HOOKS: &[Hook] = &[
         probe_needs: &[],
         prefer_probes: false,
     },
+    Hook {
+        name: "tcp_holder",
+        essential: false,
+        // Who sends or receives on a socket holds it (holder.rs): hand-offs
+        // between transitions. The tracepoints came in 6.3; without them the
+        // live table finds a hand-off in /proc at its displays.
+        needs: &[Need::Offsets(offsets::SOCK)],
+        tracepoints: &[("sock_send_length", RAW, "sock_send_length"), ("sock_recv_length", RAW, "sock_recv_length")],
+        cgroup: &[],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "tcp_drain",
+        essential: false,
+        // A socket's owner entry goes when it is freed, however it ended.
+        needs: &[],
+        tracepoints: &[("tcp_destroy_sock", RAW, "tcp_destroy_sock")],
+        cgroup: &[],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+    Hook {
+        name: "io_uring",
+        essential: false,
+        // IORING_OP_ACCEPT and IORING_OP_CONNECT never reach the syscall
+        // exits the accept and UDP connect hooks use.
+        needs: &[Need::Tracefs, Need::Offsets(offsets::IO_URING), Need::Offsets(offsets::FD_WALK), Need::Offsets(offsets::SOCK)],
+        tracepoints: &[("io_uring_complete", "io_uring", "io_uring_complete")],
+        cgroup: &[],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
 ];
-

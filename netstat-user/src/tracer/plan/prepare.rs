@@ -36,7 +36,8 @@ pub fn prepare(opts: &TracerOptions) -> anyhow::Result<Prepared> {
         .map_err(|e| EnvError(format!("kernel BTF at {} is unusable: {e}", opts.btf_path.display())))?;
     let tracefs = tracefs::locate(&opts.proc_root).map_err(|e| e.to_string());
     let exit_fmt = tracefs.as_ref().ok().and_then(|t| tracefs::read_format(t, "syscalls", "sys_exit_accept4").ok());
-    let resolved = offsets::resolve(&btf, exit_fmt.as_ref());
+    let io_fmt = tracefs.as_ref().ok().and_then(|t| tracefs::read_format(t, "io_uring", "io_uring_complete").ok());
+    let resolved = offsets::resolve(&btf, exit_fmt.as_ref(), io_fmt.as_ref());
     let cgroup2 = cgroup2_root_or_mount(&opts.proc_root);
     Ok(Prepared {
         offsets: resolved.offsets,
