@@ -137,6 +137,8 @@ pub const TEST_COMMANDS: &[(&str, &str)] = &[
     // (the test installs it from PyPI), Parse::Netstat from Debian.
     ("/usr/bin/python3 -c 'import ensurepip, venv'", "python3-venv"),
     ("perl -MParse::Netstat -e 1", "libparse-netstat-perl"),
+    // tests/server_postgres.rs: a real PostgreSQL (initdb, pg_ctl, psql too).
+    ("/usr/lib/postgresql/15/bin/pgbench", "postgresql-15"),
 ];
 
 /// What the kernel tests need from the host: tracefs mounted. Best effort:
