@@ -18,7 +18,7 @@ use crate::{
 /// The sockets a display shows, owners filled when -o/-b/--json ask for them.
 pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
     let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
-    let ns = super::live::netns_inode(&cfg.proc_root);
+    let ns = crate::sources::netns_inode(&cfg.proc_root);
     for c in &mut conns {
         c.id.netns = ns;
     }

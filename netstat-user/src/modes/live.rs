@@ -5,7 +5,7 @@
 //! one, with the owner the kernel captured (right even when the process has
 //! exited). Owns the loop; the layouts are `render::{connections, closed}`.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -18,9 +18,10 @@ use anyhow::Context as _;
 use super::signals::Stop;
 use crate::{
     cli::config::Config,
-    model::{ClosedConnection, Connection, Owner, Proto, SockEvent},
+    model::{ClosedConnection, Connection, Owner, Proto, SockEvent, SockId},
     render,
     sources::{
+        self,
         owners::{self, ProcFdScan},
         resolve::Resolver,
         snapshot,
@@ -30,37 +31,42 @@ use crate::{
     tracer::{Record, Tracer, TracerOptions, plan},
 };
 
-/// Inode of our network namespace: events from other namespaces are not ours.
-pub fn netns_inode(proc_root: &Path) -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino() as u32).unwrap_or(0)
-}
-
-/// Executables of the processes seen, read while they are alive (for -b).
+/// Executables of the processes seen, read while they are alive (for -b),
+/// by process identity (PID and start time): an exe is only ever shown for
+/// the process it was read from. One whose process had exited, or whose PID
+/// named another process by the time it was read, has none (the display
+/// then shows the comm the kernel captured).
 #[derive(Default)]
 struct ExeCache {
     proc_root: PathBuf,
-    by_pid: HashMap<u32, Option<Arc<Path>>>,
+    by_proc: HashMap<(u32, Option<u64>), Option<Arc<Path>>>,
 }
 
 impl ExeCache {
     const MAX: usize = 65_536;
 
-    fn note(&mut self, pid: u32) {
-        if pid == 0 || self.by_pid.contains_key(&pid) {
+    fn note(&mut self, pid: u32, start: Option<u64>) {
+        if pid == 0 || self.by_proc.contains_key(&(pid, start)) {
             return;
         }
-        if self.by_pid.len() >= Self::MAX {
-            self.by_pid.clear();
+        if self.by_proc.len() >= Self::MAX {
+            self.by_proc.clear();
         }
         let exe = owners::exe(&self.proc_root, pid);
-        self.by_pid.insert(pid, exe);
+        // Read after the exe: if the start still matches, the exe was its.
+        let now = owners::start_of(&self.proc_root, pid);
+        let exe = exe.filter(|_| now.is_some() && (start.is_none() || now == start));
+        self.by_proc.insert((pid, start), exe);
     }
 
-    /// `o` with the executable seen for its PID.
+    fn insert(&mut self, o: &Owner) {
+        self.by_proc.entry((o.pid, o.pid_start)).or_insert_with(|| o.exe.clone());
+    }
+
+    /// `o` with the executable seen for its process.
     fn fill(&self, o: &mut Owner) {
         if o.exe.is_none() {
-            o.exe = self.by_pid.get(&o.pid).cloned().flatten();
+            o.exe = self.by_proc.get(&(o.pid, o.pid_start)).cloned().flatten();
         }
     }
 }
@@ -71,9 +77,65 @@ struct Live<'a> {
     exes: ExeCache,
     names: Option<Resolver>,
     clock: i128,
+    /// The kernel reports hand-offs between transitions (hook tcp_holder:
+    /// a send or receive names its process). Without it every owner is
+    /// checked against /proc at each display.
+    kernel_follows_sends: bool,
 }
 
 impl Live<'_> {
+    /// Check the table's holders against /proc where one may have let go
+    /// of its socket without the kernel seeing it: a process that is gone
+    /// (or whose PID now names another), one that forked (its children hold
+    /// its sockets too, and it may have closed its own copies), and every
+    /// owner when the kernel cannot see sends. The sockets an owner no
+    /// longer holds are looked for in its children, then in all of /proc;
+    /// one that nobody holds keeps no owner (as `ss` shows it).
+    fn verify_holders(&mut self) {
+        let proc_root = &self.cfg.proc_root;
+        let mut by_pid: HashMap<(u32, Option<u64>), Vec<(SockId, u64)>> = HashMap::new();
+        for (id, inode, o) in self.table.held() {
+            if inode != 0 {
+                by_pid.entry((o.pid, o.pid_start)).or_default().push((id, inode));
+            }
+        }
+        let mut lost: Vec<(SockId, u64)> = Vec::new();
+        let mut found: HashMap<u64, u32> = HashMap::new();
+        for ((pid, start), rows) in by_pid {
+            let now_start = owners::start_of(proc_root, pid);
+            let same = now_start.is_some() && (start.is_none() || start == now_start);
+            let kids = if same { owners::children(proc_root, pid) } else { Vec::new() };
+            if same && kids.is_empty() && self.kernel_follows_sends {
+                continue;
+            }
+            let wanted: HashSet<u64> = rows.iter().map(|r| r.1).collect();
+            let held = if same { owners::held_by(proc_root, pid, &wanted) } else { HashSet::new() };
+            let gone: HashSet<u64> = wanted.difference(&held).copied().collect();
+            if gone.is_empty() {
+                continue;
+            }
+            found.extend(owners::scan_among(proc_root, &kids, &gone));
+            lost.extend(rows.into_iter().filter(|r| gone.contains(&r.1)));
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let rest: HashSet<u64> = lost.iter().map(|r| r.1).filter(|i| !found.contains_key(i)).collect();
+        if !rest.is_empty() {
+            found.extend(owners::scan(proc_root, &rest));
+        }
+        let mut procs: HashMap<u32, Owner> = HashMap::new();
+        for (id, inode) in lost {
+            let holder = found.get(&inode).map(|&pid| {
+                procs.entry(pid).or_insert_with(|| owners::process(proc_root, pid, self.cfg.executable)).clone()
+            });
+            if let Some(h) = &holder {
+                self.exes.insert(h);
+            }
+            self.table.set_holder(id, holder);
+        }
+    }
+
     fn apply(&mut self, rec: &Record) {
         match rec {
             Record::Event(e) => {
@@ -81,7 +143,7 @@ impl Live<'_> {
                 if self.cfg.executable
                     && let Some(o) = &e.owner
                 {
-                    self.exes.note(o.pid);
+                    self.exes.note(o.pid, o.pid_start);
                 }
                 self.table.apply(&e);
             }
@@ -148,7 +210,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let tracer = {
         let _g = rt.enter();
-        Tracer::start(&TracerOptions::from_config(cfg))
+        Tracer::start(&TracerOptions::from_config(cfg).with_listeners())
     };
     let mut tracer = match tracer {
         Ok(t) => t,
@@ -165,9 +227,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode> {
     let interval = Duration::from_secs(cfg.interval.unwrap_or(1));
+    let kernel_follows_sends =
+        tracer.report.iter().any(|h| h.hook == "tcp_holder" && matches!(h.status, crate::tracer::HookStatus::Attached));
+    let owners_shown = cfg.owner || cfg.executable || cfg.pid.is_some() || cfg.json;
     let mut live = Live {
+        kernel_follows_sends,
         cfg,
-        table: Table::new(netns_inode(&cfg.proc_root), cfg.max_rows),
+        table: Table::new(sources::netns_inode(&cfg.proc_root), cfg.max_rows),
         exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
         names: (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root)),
         clock: realtime_offset_ns(),
@@ -186,7 +252,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
         if !seeded && (cfg.owner || cfg.executable || cfg.pid.is_some()) {
             ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut snap, cfg.executable);
             for o in snap.iter().filter_map(|c| c.owner.as_ref()) {
-                live.exes.by_pid.entry(o.pid).or_insert_with(|| o.exe.clone());
+                live.exes.insert(o);
             }
         }
         seeded = true;
@@ -200,6 +266,9 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
             }
         }
         live.table.reconcile(snap, started);
+        if owners_shown {
+            live.verify_holders();
+        }
         live.render(&mut out)?;
         next += interval;
         loop {

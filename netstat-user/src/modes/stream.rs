@@ -72,7 +72,7 @@ impl<W: Write> Out<W> {
 }
 
 async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let opts = TracerOptions::from_config(cfg);
+    let opts = TracerOptions::from_config(cfg).with_listeners();
     let mut tracer = Tracer::start(&opts)?;
     for w in plan::warnings(&tracer.report) {
         eprintln!("netstat: {w}");

@@ -9,3 +9,10 @@ pub mod owners;
 pub mod proc;
 pub mod resolve;
 pub mod snapshot;
+
+/// Inode of our network namespace (/proc/self/ns/net): how the kernel's
+/// events and maps name it. 0 when unreadable.
+pub fn netns_inode(proc_root: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino() as u32).unwrap_or(0)
+}

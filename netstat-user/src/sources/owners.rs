@@ -93,6 +93,36 @@ pub fn scan(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, u32> {
     out
 }
 
+/// Which of `wanted` process `pid` holds now (one pass over its fds;
+/// empty when it is gone).
+pub fn held_by(proc_root: &Path, pid: u32, wanted: &HashSet<u64>) -> HashSet<u64> {
+    let mut out = HashMap::new();
+    read_links(proc_root, pid, &list_fds(proc_root, pid), wanted, &mut out);
+    out.into_keys().collect()
+}
+
+/// `scan` over the given processes only.
+pub fn scan_among(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, u32> {
+    scan_parallel(proc_root, pids, wanted)
+}
+
+/// The start time of `pid` (/proc/PID/stat field 22), None when it is gone.
+pub fn start_of(proc_root: &Path, pid: u32) -> Option<u64> {
+    std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok().and_then(|s| start_time(&s))
+}
+
+/// The children of every thread of `pid` (/proc/PID/task/*/children).
+pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else { return Vec::new() };
+    let mut out: Vec<u32> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| s.split_ascii_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Fds per work item: a process holding 10,000 sockets is split across
 /// threads too, since the cost is the kernel's readlink of each fd.
 const CHUNK: usize = 1024;

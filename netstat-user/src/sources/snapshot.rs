@@ -35,6 +35,19 @@ pub fn with_cookies(cfg: &Config) -> Result<Vec<Connection>, netlink::DiagError>
     netlink::dump(&specs_for(cfg))
 }
 
+/// This namespace's TCP listeners with the processes that hold them (one
+/// /proc walk), for the tracer to seed its listener map with: their
+/// children then carry an owner from their first transition. Empty when
+/// sock_diag or /proc cannot tell (the tracer then learns listeners as they
+/// start).
+pub fn listeners_with_owners(proc_root: &Path) -> Vec<Connection> {
+    let specs = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false });
+    let Ok(mut conns) = netlink::dump(&specs) else { return Vec::new() };
+    conns.retain(|c| c.is_listener());
+    crate::sources::owners::ProcFdScan { proc_root: proc_root.to_path_buf() }.fill(&mut conns, false);
+    conns
+}
+
 pub fn snapshot_tables(proc_root: &Path, specs: &[DumpSpec]) -> Result<Vec<Connection>, ProcError> {
     if proc_root == Path::new("/proc") {
         match netlink::dump(specs) {

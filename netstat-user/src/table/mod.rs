@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use netstat_common::tcp_state;
 
-use crate::model::{Change, ClosedConnection, Connection, Owner, Proto, SockEvent, SockId};
+use crate::model::{Change, ClosedConnection, Connection, Owner, OwnerSource, Proto, SockEvent, SockId};
 
 struct Row {
     conn: Connection,
@@ -23,6 +23,11 @@ struct Row {
     last_owner: Option<Owner>,
     /// A snapshot found it held by no process: it keeps no owner.
     orphaned: bool,
+    /// The owner was found in /proc after the kernel's one had let go of
+    /// the socket: an event that only repeats the kernel's record
+    /// (`captured`, `listener`) does not undo that; one made by a process
+    /// acting on the socket does.
+    verified: bool,
 }
 
 /// States a socket can be in after its process closed it (an orphan: inode
@@ -104,6 +109,31 @@ impl Table {
                 c
             })
             .collect()
+    }
+
+    /// Live rows some process holds by the table's account, with their
+    /// socket inode (0 = not known): what a check against /proc verifies.
+    pub fn held(&self) -> impl Iterator<Item = (SockId, u64, &Owner)> {
+        self.rows.iter().filter_map(|(id, r)| Some((*id, r.conn.inode, r.conn.owner.as_ref()?)))
+    }
+
+    /// The holder /proc shows for row `id` (None: no process holds it): it
+    /// keeps the creator the kernel saw.
+    pub fn set_holder(&mut self, id: SockId, holder: Option<Owner>) {
+        let Some(r) = self.rows.get_mut(&id) else { return };
+        let creator = r.conn.owner.as_ref().and_then(|o| o.creator.clone());
+        match holder {
+            Some(mut h) => {
+                h.creator = h.creator.or(creator);
+                r.conn.owner = Some(h);
+            }
+            None => {
+                if let Some(o) = r.conn.owner.take() {
+                    r.last_owner = Some(o);
+                }
+            }
+        }
+        r.verified = true;
     }
 
     pub fn note_lost(&mut self, reason: &'static str, count: u64, now_ns: u64) {
@@ -281,7 +311,15 @@ impl Table {
             if self.recently_closed.get(&id).is_some_and(|&t| t >= started_ns) {
                 continue;
             }
-            self.row(id, || Row { conn: s, opened_ns: None, seen_ns: started_ns, confirmed: generation, last_owner: None, orphaned: false });
+            self.row(id, || Row {
+                conn: s,
+                opened_ns: None,
+                seen_ns: started_ns,
+                confirmed: generation,
+                last_owner: None,
+                orphaned: false,
+                verified: false,
+            });
         }
         self.rows.retain(|_, r| r.seen_ns >= started_ns || r.confirmed == generation);
         let rows = &self.rows;
@@ -310,6 +348,7 @@ fn fresh_row(e: &SockEvent, id: SockId) -> Row {
         confirmed: 0,
         last_owner: None,
         orphaned: false,
+        verified: false,
     }
 }
 
@@ -319,11 +358,15 @@ fn update(row: &mut Row, e: &SockEvent) {
     row.conn.local = e.local;
     row.conn.remote = e.remote;
     row.seen_ns = e.ts_ns;
-    // An orphan stays without a holder whatever owner the kernel remembers.
-    if let Some(o) = e.owner.as_ref().filter(|_| !row.orphaned) {
-        row.conn.owner = Some(Owner { tid: None, ..o.clone() });
-        row.conn.uid = e.uid;
+    // An orphan stays without a holder whatever owner the kernel remembers,
+    // and a holder found in /proc stays until a process acts on the socket.
+    let Some(o) = e.owner.as_ref().filter(|_| !row.orphaned) else { return };
+    if row.verified && !matches!(o.source, OwnerSource::Current) {
+        return;
     }
+    row.verified = false;
+    row.conn.owner = Some(Owner { tid: None, ..o.clone() });
+    row.conn.uid = e.uid;
 }
 
 #[cfg(test)]

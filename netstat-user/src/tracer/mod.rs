@@ -6,6 +6,7 @@ pub mod features;
 mod counters;
 pub mod offsets;
 pub mod plan;
+mod seed;
 pub mod tracefs;
 
 use std::{
@@ -54,6 +55,11 @@ pub struct TracerOptions {
     pub backend: crate::cli::config::Backend,
     pub btf_path: PathBuf,
     pub proc_root: PathBuf,
+    /// Listeners that predate the tracer, with their owners
+    /// (`sources::snapshot::listeners_with_owners`), and the inode of the
+    /// network namespace they are in.
+    pub listeners: Vec<crate::model::Connection>,
+    pub netns: u32,
 }
 
 impl TracerOptions {
@@ -66,7 +72,16 @@ impl TracerOptions {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux")),
             proc_root: cfg.proc_root.clone(),
+            listeners: Vec::new(),
+            netns: 0,
         }
+    }
+
+    /// With the listeners of our namespace seeded (one /proc walk).
+    pub fn with_listeners(mut self) -> Self {
+        self.netns = crate::sources::netns_inode(&self.proc_root);
+        self.listeners = crate::sources::snapshot::listeners_with_owners(&self.proc_root);
+        self
     }
 }
 
@@ -156,6 +171,9 @@ impl Tracer {
             .map_max_entries(names::OWNERS, opts.owner_map_size)
             .load(EBPF_OBJECT)
             .map_err(|e| EnvError(format!("loading the eBPF object failed: {}", one_line(&e.to_string()))))?;
+        // Before anything is attached: no map syscall while programs run
+        // (see counters.rs on what one costs a kprobe backend).
+        seed::listeners(&mut ebpf, &opts.listeners, opts.netns)?;
         let report = plan::attach(&mut ebpf, &prepared)?;
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("EVENTS map missing")?)?;
         // The AsyncFd owns the ring, so the fd outlives its registration.
@@ -254,6 +272,7 @@ impl Tracer {
             (lost::RING_FULL, "ring_full"),
             (lost::OWNERS_FULL, "owner_map_full"),
             (lost::LISTENERS_FULL, "listener_map_full"),
+            (lost::PENDING_FULL, "pending_map_full"),
         ] {
             let total = self.lost.get(idx);
             let seen = &mut self.lost_seen[idx as usize];
