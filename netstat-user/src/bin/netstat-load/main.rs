@@ -3,6 +3,7 @@
 //! (prctl PR_SET_NAME) and every subcommand ends on its own (--seconds).
 //! It only talks to loopback or addresses it is given; it never traces.
 mod churn;
+mod handoff;
 mod hold;
 mod many;
 mod pair;
@@ -34,6 +35,9 @@ enum Cmd {
     Churn(churn::Args),
     /// Hold N established loopback connections across several processes.
     HoldMany(many::Args),
+    /// Loopback connections handed from one process to another (fork after
+    /// accept or connect, SCM_RIGHTS, SO_REUSEPORT, shared accept, io_uring).
+    Handoff(handoff::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Cmd::Udp(a) => udp::run(a),
         Cmd::Churn(a) => churn::run(a),
         Cmd::HoldMany(a) => many::run(a),
+        Cmd::Handoff(a) => handoff::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
