@@ -12,50 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-/// One socket line of `ss -tuanpe`.
-#[derive(Debug)]
-struct SsSock {
-    proto: String,
-    state: String,
-    local: String,
-    peer: String,
-    cookie: Option<u64>,
-    /// (comm, pid) of every process with the socket in its fd table.
-    users: Vec<(String, u64)>,
-}
-
-fn ss() -> Vec<SsSock> {
-    let out = Command::new("ss").args(["-tuanpe"]).output().expect("run ss");
-    assert!(out.status.success(), "ss -tuanpe: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().skip(1).filter_map(parse_ss_line).collect()
-}
-
-fn parse_ss_line(line: &str) -> Option<SsSock> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    if f.len() < 6 {
-        return None;
-    }
-    let cookie = f.iter().find_map(|t| t.strip_prefix("sk:")).and_then(|h| u64::from_str_radix(h, 16).ok());
-    let mut users = Vec::new();
-    if let Some(u) = f.iter().find_map(|t| t.strip_prefix("users:(")) {
-        // (("comm",pid=N,fd=M),("comm",pid=N,fd=M))
-        for entry in u.split("),(") {
-            let entry = entry.trim_matches(|c| c == '(' || c == ')');
-            let comm = entry.split('"').nth(1).unwrap_or_default().to_string();
-            let pid = entry.split(',').find_map(|p| p.strip_prefix("pid=")).and_then(|p| p.parse().ok());
-            if let Some(pid) = pid {
-                users.push((comm, pid));
-            }
-        }
-    }
-    Some(SsSock { proto: f[0].into(), state: f[1].into(), local: f[4].into(), peer: f[5].into(), cookie, users })
-}
-
-impl SsSock {
-    fn pids(&self) -> BTreeSet<u64> {
-        self.users.iter().map(|u| u.1).collect()
-    }
-}
+use support::ss::{SsSock, sockets as ss};
 
 /// What one run printed, and what ss saw while everything was held.
 struct Run {
@@ -239,14 +196,12 @@ fn check_uring_udp(r: &Run) {
     assert_eq!(sock.pids(), BTreeSet::from([r.pid("client")]), "{sock:?}");
 }
 
-/// io_uring may be switched off (kernel.io_uring_disabled, 6.6+): skip then.
+/// io_uring may be switched off (kernel.io_uring_disabled, 6.6+): that
+/// fails the test with a clear line, never a silent pass.
 fn uring_enabled() -> bool {
     let off = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
-    let on = matches!(off.trim(), "" | "0");
-    if !on {
-        eprintln!("skipped: kernel.io_uring_disabled = {}", off.trim());
-    }
-    on
+    assert!(matches!(off.trim(), "" | "0"), "io_uring is switched off here (kernel.io_uring_disabled = {}): the uring pattern cannot run", off.trim());
+    true
 }
 
 #[test]

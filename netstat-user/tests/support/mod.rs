@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod loss;
 pub mod postgres;
+pub mod ss;
 pub mod schema;
 
 use std::{
