@@ -233,3 +233,35 @@ fn the_report_is_parsed_by_kind_and_name() {
     assert!(!r[2].attached);
     assert_eq!(r[2].mechanisms.len(), 3);
 }
+
+/// The ownership hooks have one form each, whatever the backend: the send
+/// and receive tracepoints from Linux 6.3 on (skipped before, saying why:
+/// the live table then checks owners against /proc), the socket-free and
+/// io_uring completion tracepoints everywhere the suite runs.
+#[test]
+fn ownership_hooks_follow_the_kernel() {
+    let series = kernel_series();
+    let (major, minor): (u32, u32) = match series.split_once('.') {
+        Some((a, b)) => (a.parse().unwrap_or(0), b.parse().unwrap_or(0)),
+        None => (0, 0),
+    };
+    let out = Command::new(netstat_bin()).args(["--probe-report", "--json"]).output().expect("running netstat --probe-report");
+    assert!(out.status.success(), "netstat --probe-report --json: {}", String::from_utf8_lossy(&out.stderr));
+    let report = parse_probe_report(&String::from_utf8_lossy(&out.stdout));
+    let hook = |name: &str| report.iter().find(|h| h.hook == name).unwrap_or_else(|| panic!("{name} not in the report: {report:?}"));
+    let raw = |n: &str| ("raw tracepoint".to_string(), n.to_string());
+    let holder = hook("tcp_holder");
+    if (major, minor) >= (6, 3) {
+        assert!(holder.attached, "tcp_holder skipped on {series}: {holder:?}");
+        assert_eq!(holder.mechanisms, [raw("sock_send_length"), raw("sock_recv_length")], "{holder:?}");
+    } else {
+        assert!(!holder.attached, "tcp_holder attached on {series}, which has no sock_send_length: {holder:?}");
+    }
+    let drain = hook("tcp_drain");
+    assert!(drain.attached && drain.mechanisms == [raw("tcp_destroy_sock")], "{drain:?}");
+    let uring = hook("io_uring");
+    assert!(
+        uring.attached && uring.mechanisms == [("tracepoint".to_string(), "io_uring:io_uring_complete".to_string())],
+        "{uring:?}"
+    );
+}
