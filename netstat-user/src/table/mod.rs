@@ -217,7 +217,9 @@ impl Table {
             Change::Owner { state } => {
                 if let Some(row) = self.row(id, || fresh_row(e, id)) {
                     row.orphaned = false;
-                    row.conn.state.get_or_insert(state);
+                    if state != 0 {
+                        row.conn.state = Some(state);
+                    }
                     update(row, e);
                 }
             }

@@ -216,3 +216,62 @@ fn an_orphan_has_no_owner_in_the_table_and_its_closer_in_closed() {
     assert_eq!(closed[0].conn.state, Some(TIME_WAIT));
     assert_eq!(t.live().next().unwrap().owner, None);
 }
+
+fn owner_of(t: &Table, cookie: u64) -> Option<u32> {
+    t.live().find(|c| c.id.cookie == cookie).and_then(|c| c.owner.as_ref().map(|o| o.pid))
+}
+
+#[test]
+fn a_hand_off_names_the_new_holder_and_keeps_the_creator() {
+    let mut t = Table::new(NS, 100);
+    t.apply(&ev(1, 0, 80, CLOSE, SYN_SENT, 10, 7));
+    let mut e = ev(1, 5000, 80, ESTABLISHED, ESTABLISHED, 20, 8);
+    e.change = Change::Owner { state: ESTABLISHED };
+    if let Some(o) = e.owner.as_mut() {
+        o.source = OwnerSource::Current;
+        o.creator = Some(crate::model::Process { pid: 7, comm: Comm::new(b"cli"), pid_start: None });
+    }
+    t.apply(&e);
+    let c = t.live().next().unwrap();
+    let o = c.owner.as_ref().unwrap();
+    assert_eq!((o.pid, o.creator.as_ref().map(|c| c.pid), c.state), (8, Some(7), Some(ESTABLISHED)));
+}
+
+#[test]
+fn a_holder_found_in_proc_outlasts_the_kernels_stale_record() {
+    let mut t = Table::new(NS, 100);
+    t.apply(&ev(1, 0, 80, CLOSE, SYN_SENT, 10, 7));
+    t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 11, 7));
+    // /proc says process 9 holds it now (7 closed its copy after a fork).
+    let id = t.held().next().unwrap().0;
+    t.set_holder(id, Some(Owner::new(9, Comm::new(b"child"), OwnerSource::Proc)));
+    assert_eq!(owner_of(&t, 1), Some(9));
+    // A softirq transition repeats the kernel's record (captured: 7): kept.
+    t.apply(&ev(1, 5000, 80, ESTABLISHED, CLOSE_WAIT, 12, 7));
+    assert_eq!(owner_of(&t, 1), Some(9));
+    // A process acting on the socket (current) is believed again.
+    let mut e = ev(1, 5000, 80, CLOSE_WAIT, LAST_ACK, 13, 9);
+    e.owner.as_mut().unwrap().source = OwnerSource::Current;
+    t.apply(&e);
+    assert_eq!(owner_of(&t, 1), Some(9));
+    let mut e = ev(1, 5000, 80, LAST_ACK, LAST_ACK, 14, 5);
+    e.change = Change::Owner { state: LAST_ACK };
+    e.owner.as_mut().unwrap().source = OwnerSource::Current;
+    t.apply(&e);
+    assert_eq!(owner_of(&t, 1), Some(5));
+}
+
+#[test]
+fn a_socket_no_process_holds_keeps_no_owner_but_its_closed_row_names_the_last() {
+    let mut t = Table::new(NS, 100);
+    t.apply(&ev(1, 0, 80, CLOSE, SYN_SENT, 10, 7));
+    t.apply(&ev(1, 5000, 80, SYN_SENT, ESTABLISHED, 11, 7));
+    let id = t.held().next().unwrap().0;
+    t.set_holder(id, None);
+    assert_eq!(owner_of(&t, 1), None);
+    assert_eq!(t.held().count(), 0);
+    t.apply(&ev(1, 5000, 80, ESTABLISHED, CLOSE, 12, 7));
+    let closed = t.take_closed();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].conn.owner.as_ref().map(|o| o.pid), Some(7));
+}
