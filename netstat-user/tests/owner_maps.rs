@@ -1,0 +1,455 @@
+//! Kernel tests of the owner maps (issue 12): a connection reset before
+//! accept() leaves no `OWNERS` entry behind, listeners older than the tracer
+//! name their children (the seeded `LISTENERS`), and accept() makes the
+//! acceptor the holder and the creator of what it accepted.
+mod support;
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    ffi::CString,
+    io::Read,
+    net::{TcpListener, TcpStream},
+    os::fd::{AsRawFd, RawFd},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap, Map, MapData, MapInfo};
+use serde_json::Value;
+use support::*;
+
+// ---- processes of our own, made without allocating after fork -----------
+
+/// Fork a process named `name` that runs `body` and exits with its result,
+/// keeping of the test's files only stdio and `keep`: the other tests run
+/// in threads of this process, and their sockets must not live on in ours.
+/// The test binary is multi-threaded: `body` only makes system calls (no
+/// allocation, no panic), everything it needs is prepared before the fork.
+fn fork_named(name: &str, keep: RawFd, body: impl FnOnce() -> i32) -> i32 {
+    let comm = CString::new(name).unwrap();
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+            libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+            libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0);
+            // Goes with the thread that forked it: the test, or its parent.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::_exit(body());
+        }
+    }
+    pid
+}
+
+/// Kills and reaps a forked process when the test ends, however it ends.
+struct Reap(i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    (fds[0], fds[1])
+}
+
+fn write_u32(fd: RawFd, v: u32) {
+    unsafe { libc::write(fd, (&v as *const u32).cast(), 4) };
+}
+
+/// Read a u32 a forked process wrote (its port, its child's pid), or fail.
+fn read_u32(fd: RawFd, what: &str) -> u32 {
+    let mut v = 0u32;
+    let n = unsafe { libc::read(fd, (&mut v as *mut u32).cast(), 4) };
+    assert_eq!(n, 4, "no {what} from the forked process");
+    v
+}
+
+/// A listening TCP socket on 127.0.0.1 (ephemeral port): (fd, port); -1 on
+/// failure. System calls only, so a forked process may call it.
+fn listen_loopback(backlog: i32) -> (RawFd, u16) {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if fd < 0
+            || libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::listen(fd, backlog) != 0
+            || libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) != 0
+        {
+            return (-1, 0);
+        }
+        (fd, u16::from_be(sa.sin_port))
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    // nanosleep: no allocation.
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn cookie_of(fd: RawFd) -> u64 {
+    let mut v = 0u64;
+    let mut len = 8 as libc::socklen_t;
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE, (&mut v as *mut u64).cast(), &mut len) };
+    assert_eq!(r, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    v
+}
+
+fn linger_zero(fd: RawFd) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as _,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+// ---- the OWNERS map of our netstat ---------------------------------------
+
+/// The id of the `OWNERS` map our netstat holds: among the BPF maps in its
+/// fd table (`map_id:` in /proc/PID/fdinfo), so other netstats running on
+/// the machine never count.
+fn owners_map_of(pid: u32) -> u32 {
+    let mut ids = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo").flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        ids.extend(info.lines().filter_map(|l| l.strip_prefix("map_id:")).filter_map(|v| v.trim().parse::<u32>().ok()));
+    }
+    let owners: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some("OWNERS")))
+        .collect();
+    assert_eq!(owners.len(), 1, "netstat {pid} holds {} maps named OWNERS (its maps: {ids:?})", owners.len());
+    owners[0]
+}
+
+/// Every entry of map `id`: (socket address, cookie when the value carries
+/// one: `Owner.cookie` at bytes 48..56 of the 88-byte value).
+fn owner_entries(id: u32) -> Vec<(u64, Option<u64>)> {
+    let value_size = MapInfo::from_id(id).expect("OWNERS info").value_size() as usize;
+    let data = MapData::from_id(id).expect("open OWNERS");
+    match value_size {
+        88 => entries::<88>(data)
+            .into_iter()
+            .map(|(k, v)| (k, Some(u64::from_le_bytes(v[48..56].try_into().unwrap()))))
+            .collect(),
+        // Before ownership followed the socket: 40 bytes, no cookie.
+        40 => entries::<40>(data).into_iter().map(|(k, _)| (k, None)).collect(),
+        n => panic!("OWNERS values of {n} bytes: which layout is this?"),
+    }
+}
+
+fn entries<const N: usize>(data: MapData) -> Vec<(u64, [u8; N])> {
+    let map: HashMap<_, u64, [u8; N]> = HashMap::try_from(Map::HashMap(data)).expect("OWNERS as a hash map");
+    // Entries come and go while we walk (other sockets): skip the ones that
+    // went between two calls, and count each key once.
+    let mut seen = HashSet::new();
+    map.iter().filter_map(Result::ok).filter(|(k, _)| seen.insert(*k)).collect()
+}
+
+// ---- 1. the reset-before-accept leak -------------------------------------
+
+#[test]
+fn reset_before_accept_leaves_no_owner_entry() {
+    const CONNS: usize = 2000;
+    const BATCH: usize = 500;
+    let stream = Stream::start(&[]);
+    let map = owners_map_of(stream.pid());
+    let before = owner_entries(map).len();
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 4096) }, 0, "listen(4096)");
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (mut cookies, mut reset) = (HashSet::new(), 0);
+    // All kept until the end: a freed socket's memory (the map's key) is
+    // soon another socket's, whose own transitions would hide a leak.
+    let mut accepted = Vec::new();
+    let started = Instant::now();
+    for _ in 0..CONNS / BATCH {
+        // Connect a batch and reset every connection (SO_LINGER 0) while
+        // the server side still waits in the accept queue...
+        let clients: Vec<TcpStream> = (0..BATCH).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+        for c in &clients {
+            linger_zero(c.as_raw_fd());
+        }
+        drop(clients);
+        // ...then accept them: each comes out already closed.
+        let want = cookies.len() + BATCH;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while cookies.len() < want && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    assert!(cookies.insert(cookie_of(s.as_raw_fd())), "two accepted sockets with one cookie");
+                    if s.take_error().ok().flatten().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset) {
+                        reset += 1;
+                    }
+                    accepted.push(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sleep_ms(5),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+    drop(accepted);
+    eprintln!("accepted {} ({reset} already reset) in {:?}", cookies.len(), started.elapsed());
+    assert_eq!(cookies.len(), CONNS, "accept() returned {} of {CONNS} reset connections", cookies.len());
+    assert!(
+        reset >= CONNS * 9 / 10,
+        "only {reset} of {CONNS} accepted sockets were reset: the test did not cover the leak"
+    );
+
+    // Let the last frees reach the kernel's hooks, then look again.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut after;
+    loop {
+        after = owner_entries(map);
+        let ours = after.iter().filter(|(_, c)| c.is_some_and(|c| cookies.contains(&c))).count();
+        if (ours == 0 && after.len() <= before + 50) || Instant::now() > deadline {
+            break;
+        }
+        sleep_ms(200);
+    }
+    eprintln!("OWNERS entries: {before} before, {} after {CONNS} connections reset before accept()", after.len());
+    let ours: Vec<&(u64, Option<u64>)> =
+        after.iter().filter(|(_, c)| c.is_some_and(|c| cookies.contains(&c))).collect();
+    let events = stream.stop();
+    let sample = |cookie: u64| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["cookie"] == cookie)
+            .map(|e| format!("{} {} pid={}", e["type"], transition(e), e["pid"]))
+            .collect()
+    };
+    assert!(
+        ours.is_empty(),
+        "{} OWNERS entries left for the test's accepted sockets (of {} entries, {before} before); the first one's events: {:?}",
+        ours.len(),
+        after.len(),
+        sample(ours[0].1.unwrap())
+    );
+    assert!(
+        after.len() <= before + 50,
+        "OWNERS grew from {before} to {} entries over {CONNS} connections reset before accept()",
+        after.len()
+    );
+}
+
+// ---- 2. listeners older than the tracer ----------------------------------
+
+#[test]
+fn listeners_older_than_the_tracer_name_their_children() {
+    let srv = name("seedsrv");
+    let (r, w) = pipe();
+    // The listener's process: listens, reports its port, serves until killed.
+    let server = Reap(fork_named(&srv, w, || {
+        let (l, port) = listen_loopback(128);
+        write_u32(w, port as u32);
+        if l < 0 {
+            return 1;
+        }
+        loop {
+            let c = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+            if c >= 0 {
+                let mut buf = [0u8; 64];
+                while unsafe { libc::read(c, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+                unsafe { libc::close(c) };
+            }
+        }
+    }));
+    unsafe { libc::close(w) };
+    let port = read_u32(r, "port") as u16;
+    assert_ne!(port, 0, "{srv} could not listen");
+
+    // The tracer starts after the listener: it can only know it by seeding.
+    let stream = Stream::start(&[]);
+    let local = format!("127.0.0.1:{port}");
+    let client = TcpStream::connect(&local).expect("connect to the older listener");
+    let remote = client.local_addr().unwrap().to_string();
+    drop(client);
+    let wanted = ["LISTENING->SYN_RECEIVED", "SYN_RECEIVED->ESTABLISHED"];
+    let seen = |ev: &[Value]| {
+        wanted
+            .iter()
+            .all(|t| ev.iter().any(|e| ep(&e["local"]) == local && ep(&e["remote"]) == remote && transition(e) == *t))
+    };
+    stream.wait_for(Duration::from_secs(5), seen);
+    let events = stream.events();
+    for t in wanted {
+        let e = for_tuple(&events, &local, &remote)
+            .into_iter()
+            .find(|e| transition(e) == t)
+            .unwrap_or_else(|| panic!("no {t} for {local} <- {remote}\n{}", closest(&events, &local)));
+        assert_eq!(
+            e["pid"], server.0,
+            "{t} of a child of {srv} (pid {}), whose listener predates the tracer: {e}",
+            server.0
+        );
+        assert_eq!(e["comm"], srv.as_str(), "{e}");
+        assert_eq!(e["owner_source"], "listener", "{e}");
+    }
+    stream.stop();
+}
+
+// ---- 3. the acceptor holds and created what it accepted ------------------
+
+/// (pids, state) of the `ss -tanp` sockets `local` -> `remote`.
+fn ss_users(local: &str, remote: &str) -> Vec<(String, BTreeSet<u64>)> {
+    let out = Command::new("ss").args(["-tanpH"]).output().expect("run ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5 && f[3] == local && f[4] == remote).then(|| {
+                let pids = l.split("pid=").skip(1).filter_map(|p| p.split(',').next()?.parse().ok()).collect();
+                (f[0].to_string(), pids)
+            })
+        })
+        .collect()
+}
+
+fn displays(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("connections").is_some())
+        .collect()
+}
+
+#[test]
+fn accept_hook_names_the_acceptor() {
+    let stream = Stream::start(&[]);
+    let table = Lines::spawn({
+        let mut c = Command::new(netstat_bin());
+        c.args(["-ano", "--json", "1"]);
+        c
+    });
+    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first live display");
+
+    let (master_name, worker_name) = (name("accmst"), name("accwrk"));
+    let (r, w) = pipe();
+    // nginx-like: the master listens and forks a worker that accepts; the
+    // master never accepts. The worker holds the connection idle, then
+    // closes first.
+    let worker_comm = CString::new(worker_name.as_str()).unwrap();
+    let master = Reap(fork_named(&master_name, w, || {
+        let (l, port) = listen_loopback(128);
+        write_u32(w, port as u32);
+        if l < 0 {
+            return 1;
+        }
+        let worker = unsafe { libc::fork() };
+        if worker == 0 {
+            unsafe {
+                libc::prctl(libc::PR_SET_NAME, worker_comm.as_ptr() as libc::c_ulong, 0, 0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                let c = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
+                write_u32(w, 1);
+                sleep_ms(2500);
+                libc::close(c);
+                sleep_ms(500);
+                libc::_exit(if c >= 0 { 0 } else { 1 });
+            }
+        }
+        write_u32(w, worker as u32);
+        unsafe { libc::waitpid(worker, std::ptr::null_mut(), 0) };
+        0
+    }));
+    unsafe { libc::close(w) };
+    let port = read_u32(r, "port") as u16;
+    assert_ne!(port, 0, "{master_name} could not listen");
+    let worker = read_u32(r, "worker pid") as i32;
+    let local = format!("127.0.0.1:{port}");
+    let mut client = TcpStream::connect(&local).expect("connect");
+    let remote = client.local_addr().unwrap().to_string();
+    assert_eq!(read_u32(r, "accepted"), 1);
+    let accepted = Instant::now();
+
+    // While the worker holds it idle, the only process context the socket
+    // saw after the handshake is the worker's accept().
+    std::thread::sleep(Duration::from_millis(1800));
+    let ss_now = ss_users(&local, &remote);
+    let shown = displays(&table.lines());
+    let mut buf = Vec::new();
+    let _ = client.read_to_end(&mut buf);
+    assert!(accepted.elapsed() >= Duration::from_millis(2000), "the worker closed early");
+    drop(client);
+    let server_side = |ev: &[Value]| {
+        ev.iter().any(|e| ep(&e["local"]) == local && ep(&e["remote"]) == remote && e["new_state"] == "FIN_WAIT_2")
+    };
+    stream.wait_for(Duration::from_secs(5), server_side);
+    let events = stream.events();
+    let _ = table.stop();
+
+    assert_eq!(
+        ss_now,
+        [("ESTAB".to_string(), BTreeSet::from([worker as u64]))],
+        "ss -tanp: the worker {worker} alone holds {local} <- {remote}"
+    );
+    let row = shown
+        .iter()
+        .rev()
+        .flat_map(|d| d["connections"].as_array().unwrap())
+        .find(|c| ep(&c["local"]) == local && ep(&c["remote"]) == remote)
+        .unwrap_or_else(|| panic!("no live row for {local} <- {remote} in {} displays", shown.len()));
+    eprintln!("live row while the worker holds it idle: {row}; ss: {ss_now:?}");
+    assert_eq!(row["state"], "ESTABLISHED", "{row}");
+    assert_eq!(row["pid"], worker, "live table: the held connection is the worker's (ss agrees): {row}");
+    assert_eq!(row["comm"], worker_name.as_str(), "{row}");
+    // Known from the kernel, not found by a /proc scan: the accept hook did it.
+    // (Without the hook a /proc scan finds the worker too: owner_source
+    // "proc", creator the master.)
+    assert!(
+        matches!(row["owner_source"].as_str(), Some("current" | "captured")),
+        "live table: the worker's ownership should come from the kernel's accept hook: {row}"
+    );
+    assert_eq!(row["creator_pid"], worker, "the acceptor is the creator: {row}");
+
+    let server = for_tuple(&events, &local, &remote);
+    let near = || closest(&events, &local);
+    let accept = server
+        .iter()
+        .position(|e| e["type"] == "tcp_accept")
+        .unwrap_or_else(|| panic!("no tcp_accept for {local} <- {remote}\n{}", near()));
+    assert_eq!(server[accept]["pid"], worker, "tcp_accept: {}", server[accept]);
+    assert_eq!(server[accept]["comm"], worker_name.as_str(), "tcp_accept: {}", server[accept]);
+    for e in &server[..accept] {
+        assert_eq!(e["pid"], master.0, "before accept() the listener's owner {master_name}: {e}\n{}", near());
+        assert_eq!(e["owner_source"], "listener", "{e}");
+    }
+    assert!(
+        server[..accept].iter().any(|e| transition(e) == "LISTENING->SYN_RECEIVED"),
+        "no LISTENING->SYN_RECEIVED before the accept\n{}",
+        near()
+    );
+    let after = &server[accept + 1..];
+    assert!(
+        after.iter().any(|e| transition(e) == "ESTABLISHED->FIN_WAIT_1"),
+        "no server close after the accept\n{}",
+        near()
+    );
+    for e in std::iter::once(&server[accept]).chain(after) {
+        assert_eq!(e["pid"], worker, "after accept() the worker {worker_name}: {e}\n{}", near());
+        assert_eq!(e["comm"], worker_name.as_str(), "{e}");
+        assert_eq!(e["creator_pid"], worker, "the acceptor {worker} is the creator: {e}\n{}", near());
+        assert_eq!(e["creator_comm"], worker_name.as_str(), "{e}");
+    }
+    drop(master);
+    stream.stop();
+}
