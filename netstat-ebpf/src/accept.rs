@@ -9,7 +9,8 @@ use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind, tcp_state};
 
 use crate::{
     OWNERS,
-    emit::{Body, count_lost, current_is_kthread, current_owner, emit, now},
+    emit::{Body, count_lost, current_is_kthread, emit, fill_current, now},
+    scratch::Frame,
     sock::{net_of, offsets, read, read_tuple, sock_of_fd, stored_cookie},
 };
 
@@ -49,7 +50,9 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let cookie = stored_cookie(sk, o);
     crate::state::flush_pending_syn_recv(sk, cookie, &tuple, netns);
     let t = now();
-    let mut owner = current_owner(t);
+    let Some(frame) = Frame::enter() else { return Ok(()) };
+    let owner = frame.owner();
+    fill_current(owner, t);
     owner.cookie = cookie;
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
     if let Some(prev) = crate::state::entry_of(sk, cookie) {
@@ -59,9 +62,9 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let state: u8 = read(sk, o.sk_state).unwrap_or(0);
     if state as u32 == tcp_state::CLOSE {
         let _ = OWNERS.remove(&sk);
-    } else if OWNERS.insert(&sk, &owner, 0).is_err() {
+    } else if OWNERS.insert(&sk, &*owner, 0).is_err() {
         count_lost(netstat_common::lost::OWNERS_FULL);
     }
-    emit(&owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, cookie, tuple, t, netns));
+    emit(owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, cookie, tuple, t, netns));
     Ok(())
 }

@@ -22,30 +22,34 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// seen) is `now`; the caller sets `cookie`.
 #[inline(always)]
 pub fn current_owner(now: u64) -> Owner {
+    let mut o = NO_OWNER;
+    fill_current(&mut o, now);
+    o
+}
+
+/// `current_owner` written in place (no copy on the caller's stack).
+#[inline(always)]
+pub fn fill_current(out: &mut Owner, now: u64) {
     let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let task = unsafe { bpf_get_current_task() };
     let leader: u64 = read(task, o.task_group_leader).unwrap_or(0);
-    let comm = match read::<[u8; 16]>(leader, o.task_comm) {
+    out.tgid = tgid;
+    out.pid = pid_tgid as u32;
+    out.uid = bpf_get_current_uid_gid() as u32;
+    out.flags = 0;
+    out.comm = match read::<[u8; 16]>(leader, o.task_comm) {
         Ok(c) => c,
         Err(_) => bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let start: u64 = read(leader, o.task_start_boottime).unwrap_or(0);
-    Owner {
-        tgid,
-        pid: pid_tgid as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        flags: 0,
-        comm,
-        start_ns: now,
-        pid_start_ns: start,
-        cookie: 0,
-        creator_tgid: tgid,
-        _pad: 0,
-        creator_start_ns: start,
-        creator_comm: comm,
-    }
+    out.start_ns = now;
+    out.pid_start_ns = read(leader, o.task_start_boottime).unwrap_or(0);
+    out.cookie = 0;
+    out.creator_tgid = tgid;
+    out._pad = 0;
+    out.creator_start_ns = out.pid_start_ns;
+    out.creator_comm = out.comm;
 }
 
 /// Whether the task on the CPU is a kernel thread (a kworker doing a

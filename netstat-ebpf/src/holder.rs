@@ -23,7 +23,8 @@ use netstat_common::{AF_INET, AF_INET6, IPPROTO_TCP, OFFSET_UNKNOWN, flags, kind
 use crate::{
     OWNERS,
     accept::on_accept,
-    emit::{Body, count_lost, current_is_kthread, current_owner, emit, is_self, keep_creator, no_creator, now},
+    emit::{Body, count_lost, current_is_kthread, emit, fill_current, is_self, keep_creator, no_creator, now},
+    scratch::Frame,
     sock::{net_of, offsets, read, read_state_tuple, sock_of_fd, stored_cookie},
     state::PENDING_SYN_RECV,
     udp::{complete_connect, take_pending},
@@ -57,17 +58,19 @@ fn on_data(sk: u64) {
     let o = offsets();
     let cookie = stored_cookie(sk, &o);
     let t = now();
-    let mut owner = current_owner(t);
+    let Some(frame) = Frame::enter() else { return };
+    let owner = frame.owner();
+    fill_current(owner, t);
     match entry {
         Some(p) => {
-            let prev = unsafe { *p };
+            let prev = unsafe { &mut *p };
             if prev.cookie != 0 && cookie != 0 && prev.cookie != cookie {
                 // Left by a socket whose memory this one reuses: not its own.
                 return;
             }
-            keep_creator(&mut owner, &prev);
+            keep_creator(owner, prev);
             owner.flags = flags::OWNER_CAPTURED | (prev.flags & PENDING_SYN_RECV);
-            unsafe { *p = owner };
+            *prev = *owner;
         }
         None => {
             // A TCP socket nobody recorded (it predates the tracer).
@@ -78,9 +81,9 @@ fn on_data(sk: u64) {
             }
             owner.start_ns = 0;
             owner.cookie = cookie;
-            no_creator(&mut owner);
+            no_creator(owner);
             owner.flags = flags::OWNER_CAPTURED;
-            if OWNERS.insert(&sk, &owner, 0).is_err() {
+            if OWNERS.insert(&sk, &*owner, 0).is_err() {
                 count_lost(lost::OWNERS_FULL);
             }
         }
@@ -91,7 +94,7 @@ fn on_data(sk: u64) {
     let mut b = Body::plain(kind::TCP_OWNER, flags::OWNER_CURRENT, sk, cookie, tuple, t, netns);
     b.old_state = state as u32;
     b.new_state = state as u32;
-    emit(&owner, &b);
+    emit(owner, &b);
 }
 
 /// TP_PROTO(struct sock *sk): the socket is being freed.

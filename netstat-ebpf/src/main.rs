@@ -13,6 +13,7 @@ mod fentry;
 mod holder;
 mod kfunc;
 mod kprobe;
+mod scratch;
 mod sock;
 mod state;
 mod udp;

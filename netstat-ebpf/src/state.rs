@@ -28,7 +28,8 @@ use netstat_common::{
 
 use crate::{
     LISTENERS, OWNERS,
-    emit::{Body, NO_OWNER, count_lost, current_is_kthread, current_owner, emit, keep_creator, no_creator, now},
+    emit::{Body, NO_OWNER, count_lost, current_is_kthread, emit, fill_current, keep_creator, no_creator, now},
+    scratch::Frame,
     sock::{Tuple, assign_cookie, net_of, offsets, read, read_state_tuple, stored_cookie},
 };
 
@@ -190,8 +191,14 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
 
     flush_pending_syn_recv(sk, cookie, &tuple, netns);
     let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32 };
-    let mut owner = NO_OWNER;
-    let src = resolve_owner(&tr, &mut owner);
+    let Some(frame) = Frame::enter() else { return };
+    let owner = frame.owner();
+    *owner = NO_OWNER;
+    let src = resolve_owner(&tr, owner);
+    // A listener starting: its owner names the port's children.
+    if old == CLOSE && new == LISTEN && src == flags::OWNER_CURRENT {
+        listen_started(netns, tuple.sport, owner, frame.listener());
+    }
     // Before 6.18 or so, a child's LISTEN -> SYN_RECV fires before its
     // remote address and port are set: report it at the socket's next
     // transition (or accept), when the tuple is complete.
@@ -202,19 +209,30 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
         }
     }
 
+    report(&tr, &tuple, owner, src);
+}
+
+/// The event of a transition whose owner is known, and what a CLOSE ends.
+/// Not inlined, as `resolve_owner`: the two frames are siblings, so the
+/// deepest chain of calls stays within the BPF stack (512 bytes in all on
+/// kernels without private stacks, such as 6.1).
+#[inline(never)]
+fn report(tr: &Transition, tuple: &Tuple, owner: &Owner, src: u32) {
+    let o = offsets();
+    let (sk, t, old, new) = (tr.sk, tr.t, tr.old, tr.new);
     let mut b = Body {
         kind: kind::TCP_STATE,
         flags: src,
         now: t,
-        netns,
+        netns: tr.netns,
         sock: sk,
-        tuple,
+        tuple: *tuple,
         old_state: old,
         new_state: new,
         duration_ns: 0,
         bytes_acked: 0,
         bytes_received: 0,
-        cookie,
+        cookie: tr.cookie,
     };
     if new == CLOSE {
         if owner.start_ns != 0 {
@@ -224,12 +242,12 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
         b.bytes_received = read(sk, o.tcp_bytes_received).unwrap_or(0);
         b.flags |= flags::HAS_LIFETIME;
     }
-    emit(&owner, &b);
+    emit(owner, &b);
 
     if new == CLOSE {
         let _ = OWNERS.remove(&sk);
         if old == LISTEN {
-            listen_stopped(netns, tuple.sport);
+            listen_stopped(tr.netns, tuple.sport);
         }
     }
 }
@@ -247,15 +265,16 @@ fn atomic_add(p: *mut u64, v: u64) {
 /// they are accepted. Listeners sharing a port are counted, so the entry
 /// goes with the last one. Not inlined: its value has a frame of its own.
 #[inline(never)]
-fn listen_started(netns: u32, port: u16, owner: &Owner) {
+fn listen_started(netns: u32, port: u16, owner: &Owner, l: &mut Listener) {
     let key = listen_key(netns, port);
     if let Some(l) = LISTENERS.get_ptr_mut(&key) {
         unsafe { (*l).owner = *owner };
         atomic_add(unsafe { &mut (*l).count }, 1);
         return;
     }
-    let l = Listener { owner: *owner, count: 1 };
-    if LISTENERS.insert(&key, &l, BPF_NOEXIST as u64).is_err() {
+    l.owner = *owner;
+    l.count = 1;
+    if LISTENERS.insert(&key, l, BPF_NOEXIST as u64).is_err() {
         // Another CPU made it first, or the map is full.
         match LISTENERS.get_ptr_mut(&key) {
             Some(l) => {
@@ -283,15 +302,16 @@ fn listen_stopped(netns: u32, port: u16) {
 /// is still to be reported (see on_transition). Its time is `start_ns`.
 pub(crate) const PENDING_SYN_RECV: u32 = 1 << 16;
 
-/// Report a deferred LISTEN -> SYN_RECV with the tuple known now.
-#[inline(always)]
+/// Report a deferred LISTEN -> SYN_RECV with the tuple known now. Not
+/// inlined: its frame is a sibling of the others (see `report`).
+#[inline(never)]
 pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     let Some(p) = OWNERS.get_ptr_mut(&sk) else { return };
-    let owner = unsafe { *p };
+    let owner = unsafe { &mut *p };
     if owner.flags & PENDING_SYN_RECV == 0 {
         return;
     }
-    unsafe { (*p).flags &= !PENDING_SYN_RECV };
+    owner.flags &= !PENDING_SYN_RECV;
     let b = Body {
         kind: kind::TCP_STATE,
         flags: flags::OWNER_LISTENER,
@@ -306,7 +326,7 @@ pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
         bytes_received: 0,
         cookie,
     };
-    emit(&owner, &b);
+    emit(owner, &b);
 }
 
 #[inline(always)]
@@ -357,12 +377,9 @@ fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
         if current_is_kthread() {
             return flags::OWNER_NONE;
         }
-        *out = current_owner(t);
+        fill_current(out, t);
         out.cookie = cookie;
         remember(sk, out);
-        if new == LISTEN {
-            listen_started(netns, port, out);
-        }
         return flags::OWNER_CURRENT;
     }
     // A child of a listener, cloned from it (old state LISTEN) in softirq:
@@ -382,7 +399,7 @@ fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
     // A task acting on the socket (close, shutdown, connect, the backlog of
     // its own call) holds it now: it becomes the holder, the creator stays.
     if acting_on(sk, old, new, &o) {
-        *out = current_owner(t);
+        fill_current(out, t);
         match entry {
             Some(e) => {
                 keep_creator(out, e);

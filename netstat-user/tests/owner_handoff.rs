@@ -11,7 +11,7 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use support::{Lines, Stream, ep, load_bin, name, netstat_bin, schema, ss};
+use support::{Lines, Stream, displays, ep, load_bin, maps, name, netstat_bin, schema, ss};
 
 struct Seen {
     /// The pattern's lines.
@@ -21,11 +21,12 @@ struct Seen {
     /// ss at that display.
     ss: Vec<ss::SsSock>,
     events: Vec<Value>,
+    /// The stream's OWNERS map: entries before the pattern, and after it
+    /// as (socket, cookie).
+    owners_before: usize,
+    owners_after: Vec<(u64, Option<u64>)>,
 }
 
-fn displays(lines: &[String]) -> Vec<Value> {
-    lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("connections").is_some()).collect()
-}
 
 fn parsed(lines: &[String]) -> Vec<Value> {
     lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
@@ -33,6 +34,8 @@ fn parsed(lines: &[String]) -> Vec<Value> {
 
 fn run(pattern: &str, extra: &[&str]) -> Seen {
     let stream = Stream::start(&[]);
+    let owners = maps::owners_map_of(stream.pid());
+    let owners_before = maps::owner_entries(owners).len();
     let table = Lines::spawn({
         let mut c = Command::new(netstat_bin());
         c.args(["-ano", "1", "--json"]);
@@ -63,11 +66,14 @@ fn run(pattern: &str, extra: &[&str]) -> Seen {
         "netstat-load did not finish: {:?}",
         load.lines()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The last closes' TIME_WAIT and FIN_WAIT_2 ends go in their own time:
+    // the entries are removed at CLOSE, a moment after.
+    std::thread::sleep(Duration::from_millis(500));
+    let owners_after = maps::owner_entries(owners);
     let load_lines = parsed(&load.stop());
     unsafe { libc::kill(table.child.id() as i32, libc::SIGINT) };
     drop(table.stop());
-    Seen { load: load_lines, table: table_doc, ss, events: stream.stop() }
+    Seen { load: load_lines, table: table_doc, ss, events: stream.stop(), owners_before, owners_after }
 }
 
 /// (local, remote) of the handed-off end of connection `c`.
@@ -132,7 +138,19 @@ fn check(pattern: &str, seen: &Seen, direct: bool) -> Vec<Value> {
             Some(_) => {}
         }
     }
+    // Every entry of the pattern's sockets is gone, and the map is back to
+    // its size (give or take the machine's other sockets).
+    let ours: std::collections::HashSet<u64> =
+        conns.iter().flat_map(|c| [c["server_cookie"].as_u64(), c["client_cookie"].as_u64()]).flatten().collect();
+    let left: Vec<_> = seen.owners_after.iter().filter(|(_, c)| c.is_some_and(|c| ours.contains(&c))).collect();
+    if !left.is_empty() {
+        problems.push(format!("OWNERS still holds {} entries of the pattern's sockets: {left:x?}", left.len()));
+    }
+    if seen.owners_after.len() > seen.owners_before + 20 {
+        problems.push(format!("OWNERS grew from {} to {} entries", seen.owners_before, seen.owners_after.len()));
+    }
     assert!(problems.is_empty(), "{pattern}: {} problems:\n  {}", problems.len(), problems.join("\n  "));
+    eprintln!("{pattern}: {} connections checked; OWNERS {} entries before, {} after", conns.len(), seen.owners_before, seen.owners_after.len());
     conns
 }
 

@@ -14,9 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, Map, MapData, MapInfo};
 use serde_json::Value;
-use support::*;
+use support::{maps::{owner_entries, owners_map_of}, *};
 
 // ---- processes of our own, made without allocating after fork -----------
 
@@ -117,50 +116,6 @@ fn linger_zero(fd: RawFd) {
         )
     };
     assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-}
-
-// ---- the OWNERS map of our netstat ---------------------------------------
-
-/// The id of the `OWNERS` map our netstat holds: among the BPF maps in its
-/// fd table (`map_id:` in /proc/PID/fdinfo), so other netstats running on
-/// the machine never count.
-fn owners_map_of(pid: u32) -> u32 {
-    let mut ids = BTreeSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo").flatten() {
-        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
-        ids.extend(info.lines().filter_map(|l| l.strip_prefix("map_id:")).filter_map(|v| v.trim().parse::<u32>().ok()));
-    }
-    let owners: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|&id| MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some("OWNERS")))
-        .collect();
-    assert_eq!(owners.len(), 1, "netstat {pid} holds {} maps named OWNERS (its maps: {ids:?})", owners.len());
-    owners[0]
-}
-
-/// Every entry of map `id`: (socket address, cookie when the value carries
-/// one: `Owner.cookie` at bytes 48..56 of the 88-byte value).
-fn owner_entries(id: u32) -> Vec<(u64, Option<u64>)> {
-    let value_size = MapInfo::from_id(id).expect("OWNERS info").value_size() as usize;
-    let data = MapData::from_id(id).expect("open OWNERS");
-    match value_size {
-        88 => entries::<88>(data)
-            .into_iter()
-            .map(|(k, v)| (k, Some(u64::from_le_bytes(v[48..56].try_into().unwrap()))))
-            .collect(),
-        // Before ownership followed the socket: 40 bytes, no cookie.
-        40 => entries::<40>(data).into_iter().map(|(k, _)| (k, None)).collect(),
-        n => panic!("OWNERS values of {n} bytes: which layout is this?"),
-    }
-}
-
-fn entries<const N: usize>(data: MapData) -> Vec<(u64, [u8; N])> {
-    let map: HashMap<_, u64, [u8; N]> = HashMap::try_from(Map::HashMap(data)).expect("OWNERS as a hash map");
-    // Entries come and go while we walk (other sockets): skip the ones that
-    // went between two calls, and count each key once.
-    let mut seen = HashSet::new();
-    map.iter().filter_map(Result::ok).filter(|(k, _)| seen.insert(*k)).collect()
 }
 
 // ---- 1. the reset-before-accept leak -------------------------------------
@@ -324,13 +279,6 @@ fn ss_users(local: &str, remote: &str) -> Vec<(String, BTreeSet<u64>)> {
         .collect()
 }
 
-fn displays(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("connections").is_some())
-        .collect()
-}
 
 #[test]
 fn accept_hook_names_the_acceptor() {

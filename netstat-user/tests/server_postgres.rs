@@ -161,9 +161,6 @@ fn report(what: &str, (n, problems): &(usize, Vec<String>)) -> String {
     }
 }
 
-fn displays(lines: &[String]) -> Vec<Value> {
-    lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("connections").is_some()).collect()
-}
 
 #[test]
 fn live_table_matches_ss_for_held_backends() {

@@ -2,6 +2,7 @@
 //! --json` and the `netstat-load` workload, collect and filter events.
 #![allow(dead_code)]
 pub mod loss;
+pub mod maps;
 pub mod postgres;
 pub mod ss;
 pub mod schema;
@@ -390,4 +391,9 @@ impl Drop for Lines {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The documents of a live table (`netstat -ano N --json`) among its lines.
+pub fn displays(lines: &[String]) -> Vec<Value> {
+    lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("connections").is_some()).collect()
 }
