@@ -114,6 +114,8 @@ pub fn churn(bins: &Bins, seconds: u64, rate: u64, processes: u32) -> Result<Chu
 pub struct Talk {
     pub messages: u64,
     pub rate: f64,
+    /// CPU seconds of the client and server processes together.
+    pub cpu: f64,
     /// Every connection sent all its messages before the deadline.
     pub complete: bool,
 }
@@ -124,6 +126,7 @@ impl Talk {
         Ok(Talk {
             messages: json_u64(&v, "messages").context("talk printed no count")?,
             rate: v["rate"].as_f64().unwrap_or(0.0),
+            cpu: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             complete: v["complete"] == true,
         })
     }
@@ -167,8 +170,8 @@ mod tests {
         assert_eq!(Churn::from_line(l).unwrap(), Churn { connections: 112490, rate: 37491.0, errors: 0 });
         assert!(Churn::from_line(r#"{"rate":1.0}"#).is_err());
         assert!(Churn::from_line("garbage").is_err());
-        let t = r#"{"bytes":6400000,"complete":true,"connections":50,"messages":100000,"rate":176108.0,"seconds":0.568,"size":64}"#;
-        assert_eq!(Talk::from_line(t).unwrap(), Talk { messages: 100000, rate: 176108.0, complete: true });
+        let t = r#"{"bytes":6400000,"complete":true,"connections":50,"cpu_seconds":0.86,"messages":100000,"rate":176108.0,"seconds":0.568,"size":64}"#;
+        assert_eq!(Talk::from_line(t).unwrap(), Talk { messages: 100000, rate: 176108.0, cpu: 0.86, complete: true });
         let v = json_line(r#"{"ready":true,"setup_ms":12.0}"#).unwrap();
         assert_eq!(json_u64(&v, "setup_ms"), Some(12));
         assert_eq!(json_u64(&v, "missing"), None);

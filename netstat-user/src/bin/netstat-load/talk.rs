@@ -1,7 +1,7 @@
 //! `talk`: C held loopback connections between a client process and a server
 //! process that carry data: each client connection sends M messages of B
 //! bytes and waits for the server's echo (2 sends and 2 receives a message),
-//! bounded in time. The workload for what per-send and per-receive hooks
+//! bounded in time; reports the rate and both processes' CPU time. The workload for what per-send and per-receive hooks
 //! cost, which churn (no data) never exercises.
 use std::{
     io::{Read, Write},
@@ -77,6 +77,8 @@ pub fn run(a: Args) -> Result<()> {
         sys::kill(server, libc::SIGKILL);
     }
     let server_ok = sys::wait_ok(server);
+    // Both ends are reaped: their CPU time, steadier than the rate on a busy machine.
+    let cpu = sys::children_cpu_seconds();
     let line = line.context("talk client did not report")?;
     if !client_ok || !server_ok {
         bail!("talk failed (client ok: {client_ok}, server ok: {server_ok})");
@@ -91,6 +93,7 @@ pub fn run(a: Args) -> Result<()> {
         "size": size,
         "seconds": (secs * 1000.0).round() / 1000.0,
         "rate": (sent as f64 / secs).round(),
+        "cpu_seconds": (cpu * 1e6).round() / 1e6,
         "complete": sent == messages * conns as u64,
     }));
     Ok(())

@@ -71,6 +71,9 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
     let rounds = opts.runs.min(3);
     let (mut talk_cost, mut churn_cost) = (Cost::default(), Cost::default());
     let (mut untraced, mut traced) = (Vec::new(), Vec::new());
+    // CPU µs per message of the talk processes (BPF time spent in them included).
+    let (mut cpu_untraced, mut cpu_traced) = (Vec::new(), Vec::new());
+    let cpu_per_msg = |t: &crate::bench::workload::Talk| t.cpu * 1e6 / t.messages.max(1) as f64;
     let (mut lost, mut incomplete) = (0u64, 0usize);
     for round in 0..rounds {
         for traced_run in [round % 2 == 1, round % 2 == 0] {
@@ -80,6 +83,7 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
                 eprintln!("bench:   talk untraced {:.0} messages/s", t.rate);
                 incomplete += usize::from(!t.complete);
                 untraced.push(t.rate);
+                cpu_untraced.push(cpu_per_msg(&t));
                 continue;
             }
             let tracer = match Tracer::start(bins, TracerKind::Netstat { ring: None }, Stdio::null()) {
@@ -97,6 +101,7 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
             eprintln!("bench:   talk traced   {:.0} messages/s; churn {} connections", t.rate, c.connections);
             incomplete += usize::from(!t.complete);
             traced.push(t.rate);
+            cpu_traced.push(cpu_per_msg(&t));
             talk_cost.add(&c0, &c1, &prog_names, t.messages);
             churn_cost.add(&c1, &c2, &prog_names, c.connections);
         }
@@ -156,17 +161,24 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
     }
     let (mu, mt) = (median(&untraced), median(&traced));
     let ((ul, uh), (tl, th)) = (spread(&untraced), spread(&traced));
+    let (cu, ct) = (median(&cpu_untraced), median(&cpu_traced));
+    let ((cul, cuh), (ctl, cth)) = (spread(&cpu_untraced), spread(&cpu_traced));
     let _ = writeln!(
         s,
         "\nTalk rate (alternated, {rounds} runs each): untraced {mu:.0} messages/s ({ul:.0}–{uh:.0}), traced \
-         {mt:.0} ({tl:.0}–{th:.0}): **{:.2}x** of untraced. Events lost by the tracer: {lost}.",
-        mt / mu
+         {mt:.0} ({tl:.0}–{th:.0}): **{:.2}x** of untraced. CPU of the talk processes (client and server, user \
+         plus system, the BPF time they run included): untraced {cu:.2} µs/message ({cul:.2}–{cuh:.2}), traced \
+         {ct:.2} ({ctl:.2}–{cth:.2}): **{:.2}x**; the rate moves with other work on the machine, the CPU time less. \
+         Events lost by the tracer: {lost}.",
+        mt / mu,
+        ct / cu
     );
     if incomplete > 0 {
         let _ = writeln!(s, "\n{incomplete} talk runs hit their 10 s deadline before sending every message.");
     }
     notes.push(format!(
-        "BPF {per_msg:.1} ns/message (talk), {per_conn:.0} ns/connection (churn); talk traced {:.2}x of untraced ({mt:.0} vs {mu:.0} messages/s)",
+        "BPF {per_msg:.1} ns/message (talk), {per_conn:.0} ns/connection (churn); talk traced {:.2}x of untraced \
+         ({mt:.0} vs {mu:.0} messages/s), CPU {ct:.2} vs {cu:.2} µs/message",
         mt / mu
     ));
     Ok(())
