@@ -168,10 +168,13 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
         "\nTalk rate (alternated, {rounds} runs each): untraced {mu:.0} messages/s ({ul:.0}–{uh:.0}), traced \
          {mt:.0} ({tl:.0}–{th:.0}): **{:.2}x** of untraced. CPU of the talk processes (client and server, user \
          plus system, the BPF time they run included): untraced {cu:.2} µs/message ({cul:.2}–{cuh:.2}), traced \
-         {ct:.2} ({ctl:.2}–{cth:.2}): **{:.2}x**; the rate moves with other work on the machine, the CPU time less. \
-         Events lost by the tracer: {lost}.",
+         {ct:.2} ({ctl:.2}–{cth:.2}): **{:.2}x**. Events lost by the tracer: {lost}.\n\n\
+         The BPF time above is {:.1}% of the talk's untraced CPU per message: what tracing should add. Both the \
+         rate and the CPU time move with other work on the machine by more than that, so the BPF counters, not \
+         the ratios, are the measure of what the programs cost.",
         mt / mu,
-        ct / cu
+        ct / cu,
+        per_msg / (cu * 1e3) * 100.0
     );
     if incomplete > 0 {
         let _ = writeln!(s, "\n{incomplete} talk runs hit their 10 s deadline before sending every message.");
