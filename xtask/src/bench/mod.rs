@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the five figures of issue 6, each measured side by side
+//! `cargo xtask bench`: the five figures of issue 6 and the per-program cost of issue 12, each measured side by side
 //! with its anchor in the same run (commands alternated, several runs, medians
 //! and spread), written to bench/RESULTS.md. Owns measurement only: workloads
 //! come from `netstat-load`, and every command is run as a user would run it.
@@ -9,6 +9,7 @@ mod figures;
 mod machine;
 mod options;
 mod process;
+mod prog_stats;
 mod report;
 mod sampling;
 mod stats;
@@ -29,6 +30,7 @@ const BENCH_COMMANDS: &[(&str, &str)] = &[
     ("netstat", "net-tools"),
     ("bpftrace", "bpftrace"),
     ("hyperfine", "hyperfine"),
+    ("bpftool", "bpftool"),
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -45,14 +47,27 @@ pub fn run(args: &[String]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"));
     let target = if target.is_relative() { crate::root().join(target) } else { target };
     let bins = Bins {
-        netstat: target.join("release/netstat"),
+        netstat: opts.netstat.clone().unwrap_or_else(|| target.join("release/netstat")),
         load: target.join("release/netstat-load"),
         nettools: process::which("netstat").context("net-tools netstat not found on PATH")?,
     };
 
     let started = Instant::now();
     let mut report = Report { machine: machine::describe(), ..Default::default() };
+    if let Some(p) = &opts.netstat {
+        for (k, v) in &mut report.machine {
+            if k == "netstat" {
+                *v = format!("{} (--netstat)", p.display());
+            }
+        }
+    }
     figures::run(&opts, &bins, &mut report)?;
+    // A run of some figures keeps the others' sections from the page it replaces.
+    if opts.only.is_some()
+        && let Ok(old) = fs::read_to_string(&opts.out)
+    {
+        report.keep_from(&old, |n| !opts.wants(n));
+    }
     let _ = fs::remove_file(timing::OUT_FILE);
     report.elapsed = started.elapsed();
     let md = report.markdown(&opts, figures::FIGURES.iter().map(|f| (f.number, f.title)));

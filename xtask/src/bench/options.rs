@@ -4,13 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5] [--churn-seconds S] [--out PATH]
+const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5,6] [--churn-seconds S] [--netstat PATH] [--out PATH]
 
-Runs the five figures of issue 6 (needs root) and writes bench/RESULTS.md.
+Runs the five figures of issue 6 and figure 6 of issue 12 (needs root) and writes
+bench/RESULTS.md. With --only, the other figures' sections are kept from the page it replaces.
   --runs N            timed runs per command (default 5; 3 for commands slower than 5 s)
   --no-100k           skip the 100k-connection step of figures 1 and 4 (saves ~3 minutes)
   --only LIST         only these figures
   --churn-seconds S   length of each churn run in figures 3 and 5 (default 5)
+  --netstat PATH      measure this netstat binary instead of the one built here (e.g. an older commit's)
   --out PATH          where to write the results (default bench/RESULTS.md)";
 
 pub struct Opts {
@@ -19,6 +21,8 @@ pub struct Opts {
     /// `--only`: these figures; all when None.
     pub only: Option<Vec<u8>>,
     pub churn_seconds: u64,
+    /// `--netstat`: the binary under test, when not the one built here.
+    pub netstat: Option<PathBuf>,
     pub out: PathBuf,
 }
 
@@ -29,6 +33,7 @@ impl Opts {
             big: true,
             only: None,
             churn_seconds: 5,
+            netstat: None,
             out: crate::root().join("bench/RESULTS.md"),
         };
         let mut it = args.iter();
@@ -41,6 +46,7 @@ impl Opts {
                     o.only = Some(val()?.split(',').map(|f| f.trim().parse()).collect::<Result<_, _>>().context("--only")?)
                 }
                 "--churn-seconds" => o.churn_seconds = val()?.parse().context("--churn-seconds")?,
+                "--netstat" => o.netstat = Some(std::path::absolute(val()?).context("--netstat")?),
                 "--out" => o.out = PathBuf::from(val()?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -51,6 +57,11 @@ impl Opts {
         }
         if o.runs == 0 {
             bail!("--runs must be at least 1");
+        }
+        if let Some(p) = &o.netstat
+            && !p.is_file()
+        {
+            bail!("--netstat {}: no such file", p.display());
         }
         Ok(Some(o))
     }

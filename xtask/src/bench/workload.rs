@@ -1,7 +1,8 @@
 //! Driving the `netstat-load` workloads: `hold-many` (N established loopback
-//! connections, held until dropped) and `churn` (connections opened and
-//! closed as fast as, or at the rate, asked). Reads their one-line JSON
-//! reports; measures nothing itself.
+//! connections, held until dropped), `churn` (connections opened and
+//! closed as fast as, or at the rate, asked) and `talk` (held connections
+//! exchanging echoed messages). Reads their one-line JSON reports; measures
+//! nothing itself.
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -108,6 +109,46 @@ pub fn churn(bins: &Bins, seconds: u64, rate: u64, processes: u32) -> Result<Chu
     Churn::from_line(line)
 }
 
+/// One talk run's outcome.
+#[derive(Clone, Default, Debug, PartialEq)]
+pub struct Talk {
+    pub messages: u64,
+    pub rate: f64,
+    /// CPU seconds of the client and server processes together.
+    pub cpu: f64,
+    /// Every connection sent all its messages before the deadline.
+    pub complete: bool,
+}
+
+impl Talk {
+    fn from_line(line: &str) -> Result<Talk> {
+        let v = json_line(line).with_context(|| format!("talk printed no JSON report: {line:?}"))?;
+        Ok(Talk {
+            messages: json_u64(&v, "messages").context("talk printed no count")?,
+            rate: v["rate"].as_f64().unwrap_or(0.0),
+            cpu: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            complete: v["complete"] == true,
+        })
+    }
+}
+
+/// `netstat-load talk`: `connections` held connections, each sending
+/// `messages` echoed messages of `size` bytes, for at most `seconds`.
+pub fn talk(bins: &Bins, connections: u32, messages: u64, size: usize, seconds: u64) -> Result<Talk> {
+    let out = Command::new(&bins.load)
+        .args(["talk", "--name", "bench-talk", "--connections", &connections.to_string()])
+        .args(["--messages", &messages.to_string(), "--size", &size.to_string(), "--seconds", &seconds.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running netstat-load talk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    if !out.status.success() {
+        bail!("netstat-load talk failed ({}): {line}", out.status);
+    }
+    Talk::from_line(line)
+}
+
 /// A JSON object line, or None.
 fn json_line(line: &str) -> Option<Value> {
     serde_json::from_str::<Value>(line.trim()).ok().filter(Value::is_object)
@@ -129,6 +170,8 @@ mod tests {
         assert_eq!(Churn::from_line(l).unwrap(), Churn { connections: 112490, rate: 37491.0, errors: 0 });
         assert!(Churn::from_line(r#"{"rate":1.0}"#).is_err());
         assert!(Churn::from_line("garbage").is_err());
+        let t = r#"{"bytes":6400000,"complete":true,"connections":50,"cpu_seconds":0.86,"messages":100000,"rate":176108.0,"seconds":0.568,"size":64}"#;
+        assert_eq!(Talk::from_line(t).unwrap(), Talk { messages: 100000, rate: 176108.0, cpu: 0.86, complete: true });
         let v = json_line(r#"{"ready":true,"setup_ms":12.0}"#).unwrap();
         assert_eq!(json_u64(&v, "setup_ms"), Some(12));
         assert_eq!(json_u64(&v, "missing"), None);

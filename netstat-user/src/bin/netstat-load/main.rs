@@ -8,6 +8,7 @@ mod hold;
 mod many;
 mod pair;
 mod sys;
+mod talk;
 mod udp;
 
 use std::{net::SocketAddr, process::ExitCode};
@@ -38,6 +39,9 @@ enum Cmd {
     /// Loopback connections handed from one process to another (fork after
     /// accept or connect, SCM_RIGHTS, SO_REUSEPORT, shared accept, io_uring).
     Handoff(handoff::Args),
+    /// C held loopback connections carrying data: each sends M messages of
+    /// B bytes and waits for the server's echo.
+    Talk(talk::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Churn(a) => churn::run(a),
         Cmd::HoldMany(a) => many::run(a),
         Cmd::Handoff(a) => handoff::run(a),
+        Cmd::Talk(a) => talk::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -81,6 +81,14 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// User plus system CPU seconds of this process's reaped children.
+pub fn children_cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe { zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// A pipe for a child to report to its parent: (read end, write end).
 pub fn pipe() -> io::Result<(BufReader<File>, File)> {
     let mut fds = [0; 2];

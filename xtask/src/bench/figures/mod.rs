@@ -2,6 +2,7 @@
 //! A figure measured on its own gets a function that writes its section body
 //! and summary notes; figures that need N connections held share one sweep
 //! over the sizes (`sweep.rs`), so the connections are set up once per size.
+mod bpf_cost;
 mod latency;
 mod loss;
 mod memory;
@@ -57,6 +58,11 @@ pub const FIGURES: &[Figure] = &[
     },
     Figure { number: 4, title: "Memory: peak RSS of `netstat -ano 5` (live table)", measure: Measure::Held },
     Figure { number: 5, title: "Latency: kernel transition to its line on stdout", measure: Measure::Alone(latency::measure) },
+    Figure {
+        number: 6,
+        title: "Per-program BPF cost, with traffic that sends data",
+        measure: Measure::Alone(bpf_cost::measure),
+    },
 ];
 
 /// The wanted figures: the held sweep first, then the others in order. A
