@@ -18,7 +18,7 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use netstat_common::{AF_INET, AF_INET6, IPPROTO_TCP, OFFSET_UNKNOWN, flags, kind, lost};
+use netstat_common::{AF_INET, AF_INET6, IPPROTO_TCP, OFFSET_UNKNOWN, flags, kind, lost, tcp_state};
 
 use crate::{
     OWNERS,
@@ -77,6 +77,12 @@ fn on_data(sk: u64) {
             let family: u16 = read(sk, o.sk_family).unwrap_or(0);
             let protocol: u16 = read(sk, o.sk_protocol).unwrap_or(0);
             if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+                return;
+            }
+            // A closed socket (reset, then read) gets no entry: nothing
+            // would remove it before the socket is freed.
+            let state: u8 = read(sk, o.sk_state).unwrap_or(0);
+            if state as u32 == tcp_state::CLOSE || state as u32 == tcp_state::LISTEN {
                 return;
             }
             owner.start_ns = 0;

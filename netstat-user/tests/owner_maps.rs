@@ -401,3 +401,56 @@ fn accept_hook_names_the_acceptor() {
     drop(master);
     stream.stop();
 }
+
+// ---- 4. a process is its thread-group leader's comm and start time ---------
+
+/// Field 22 of /proc/PID/stat (after the comm's closing parenthesis).
+fn proc_start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let rest = &stat[stat.rfind(')').expect("stat comm") + 1..];
+    rest.split_ascii_whitespace().nth(19).and_then(|v| v.parse().ok()).expect("starttime")
+}
+
+/// A thread with a name of its own connects: the events name the process as
+/// /proc and `ss` do (its leader's comm, its start time), the thread as `tid`.
+#[test]
+fn a_thread_acts_as_its_process() {
+    let stream = Stream::start(&[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread_name = name("thr");
+    let (tid, local) = std::thread::spawn({
+        let thread_name = thread_name.clone();
+        move || {
+            let c = CString::new(thread_name).unwrap();
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let local = s.local_addr().unwrap().to_string();
+            (unsafe { libc::gettid() } as u64, local)
+        }
+    })
+    .join()
+    .unwrap();
+    let pid = std::process::id();
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap().trim_end().to_string();
+    let start = proc_start_ticks(pid);
+    assert!(
+        stream.wait_for(Duration::from_secs(10), |ev| ev.iter().any(|e| e["tid"].as_u64() == Some(tid) && e["new_state"] == "SYN_SENT")),
+        "no SYN_SENT of thread {tid}: {}",
+        closest(&stream.events(), &thread_name)
+    );
+    drop(listener);
+    let events = stream.stop();
+    let e = events.iter().find(|e| e["tid"].as_u64() == Some(tid) && e["new_state"] == "SYN_SENT").unwrap();
+    assert_eq!(e["pid"].as_u64(), Some(pid as u64), "{e}");
+    assert_eq!(e["comm"], comm.as_str(), "the thread's name {thread_name:?} instead of the process's: {e}");
+    assert_eq!(e["pid_start"].as_u64(), Some(start), "pid_start vs /proc/{pid}/stat: {e}");
+    assert_eq!(e["creator_pid"].as_u64(), Some(pid as u64), "{e}");
+    assert_eq!(e["creator_pid_start"].as_u64(), Some(start), "{e}");
+    // The connected end's transition too.
+    assert!(
+        for_tuple(&events, &local, &format!("127.0.0.1:{port}")).iter().all(|e| e["comm"] == comm.as_str()),
+        "an event of {local} names another comm: {:?}",
+        for_tuple(&events, &local, &format!("127.0.0.1:{port}"))
+    );
+}
