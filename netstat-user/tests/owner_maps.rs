@@ -7,7 +7,7 @@ mod support;
 use std::{
     collections::{BTreeSet, HashSet},
     ffi::CString,
-    io::Read,
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
     os::fd::{AsRawFd, RawFd},
     process::Command,
@@ -309,7 +309,12 @@ fn accept_hook_names_the_acceptor() {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
                 let c = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
                 write_u32(w, 1);
-                sleep_ms(2500);
+                // Idle until the client says the test has looked (a byte),
+                // 20 s at most.
+                let tv = libc::timeval { tv_sec: 20, tv_usec: 0 };
+                libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), size_of::<libc::timeval>() as _);
+                let mut b = 0u8;
+                libc::recv(c, (&mut b as *mut u8).cast(), 1, 0);
                 libc::close(c);
                 sleep_ms(500);
                 libc::_exit(if c >= 0 { 0 } else { 1 });
@@ -327,16 +332,17 @@ fn accept_hook_names_the_acceptor() {
     let mut client = TcpStream::connect(&local).expect("connect");
     let remote = client.local_addr().unwrap().to_string();
     assert_eq!(read_u32(r, "accepted"), 1);
-    let accepted = Instant::now();
 
     // While the worker holds it idle, the only process context the socket
-    // saw after the handshake is the worker's accept().
-    std::thread::sleep(Duration::from_millis(1800));
+    // saw after the handshake is the worker's accept(): wait for a display
+    // that began after it (two more), however slow the machine.
+    let k = displays(&table.lines()).len();
+    assert!(table.wait_for(Duration::from_secs(20), |l| displays(l).len() >= k + 2), "displays stopped");
     let ss_now = ss_users(&local, &remote);
     let shown = displays(&table.lines());
+    client.write_all(b"x").expect("release the worker");
     let mut buf = Vec::new();
     let _ = client.read_to_end(&mut buf);
-    assert!(accepted.elapsed() >= Duration::from_millis(2000), "the worker closed early");
     drop(client);
     let server_side = |ev: &[Value]| {
         ev.iter().any(|e| ep(&e["local"]) == local && ep(&e["remote"]) == remote && e["new_state"] == "FIN_WAIT_2")

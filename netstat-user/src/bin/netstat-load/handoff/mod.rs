@@ -82,6 +82,11 @@ pub struct Args {
     /// How long every connection stays held once all are reported.
     #[arg(long = "hold-ms", default_value_t = 3000)]
     hold_ms: u64,
+    /// Release the holders as soon as a line (or end of file) comes on
+    /// stdin, `--hold-ms` at the latest: a test releases them once it has
+    /// looked, however slow the machine.
+    #[arg(long = "release-on-stdin")]
+    release_on_stdin: bool,
     /// Overall deadline: every process is gone by then.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -337,7 +342,11 @@ fn coordinate(a: &Args, ctx: &Ctx, co: &mut Coordinator, release: &mut File) -> 
         conns += 1;
     }
     sys::emit(&json!({"all_held": conns}));
-    std::thread::sleep(sys::ms(a.hold_ms));
+    if a.release_on_stdin {
+        sys::poll_readable(&[0], a.hold_ms.min(i32::MAX as u64) as i32).context("wait on stdin")?;
+    } else {
+        std::thread::sleep(sys::ms(a.hold_ms));
+    }
     release.write_all(&vec![b'r'; started.holders as usize]).context("release the holders")?;
     Ok(())
 }
