@@ -190,7 +190,7 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
     let (_, netns) = net_of(sk, o);
 
     flush_pending_syn_recv(sk, cookie, &tuple, netns);
-    let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32 };
+    let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32, dport: tuple.dport as u32 };
     let Some(frame) = Frame::enter() else { return };
     let owner = frame.owner();
     *owner = NO_OWNER;
@@ -360,6 +360,9 @@ struct Transition {
     old: u32,
     new: u32,
     sport: u32,
+    /// 0 while a child's LISTEN -> SYN_RECV fires before its fields are
+    /// its own (before 6.18 or so): its cookie may still be the listener's.
+    dport: u32,
 }
 
 /// The owner of a transition's socket into `out`, and where it came from.
@@ -388,7 +391,10 @@ fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
         if let Some(l) = unsafe { LISTENERS.get(&listen_key(netns, port)) } {
             *out = l.owner;
             out.start_ns = t;
-            out.cookie = cookie;
+            // A child traced before its fields are its own (6.1) may carry
+            // the listener's cookie: the entry's is then unknown (matches
+            // the cookie the child gets).
+            out.cookie = if tr.dport != 0 { cookie } else { 0 };
             out.flags = flags::OWNER_LISTENER;
             remember(sk, out);
             return flags::OWNER_LISTENER;

@@ -124,6 +124,15 @@ fn linger_zero(fd: RawFd) {
 fn reset_before_accept_leaves_no_owner_entry() {
     const CONNS: usize = 2000;
     const BATCH: usize = 500;
+    // Both ends of 2,000 connections are open at once: more than the
+    // usual 1,024 descriptors (the VM guest's limit). Root may raise it.
+    let want = (2 * CONNS + 256) as libc::rlim_t;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_cur < want {
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max.max(want) };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0, "raising RLIMIT_NOFILE to {want}: {}", std::io::Error::last_os_error());
+    }
     let stream = Stream::start(&[]);
     let map = owners_map_of(stream.pid());
     let before = owner_entries(map).len();
