@@ -139,6 +139,15 @@ fn try_io_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
                 return Ok(());
             }
             let sk = sock_of_fd(res as i64, &o)?;
+            // Where the accept hook is fexit/kretprobe on inet_csk_accept,
+            // it saw this accept already (io_uring calls it too): the entry
+            // then names this process as holder and creator.
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            if let Some(e) = unsafe { OWNERS.get(&sk) } {
+                if e.flags & flags::OWNER_MASK == flags::OWNER_CAPTURED && e.tgid == tgid && e.creator_tgid == tgid {
+                    return Ok(());
+                }
+            }
             on_accept(sk, &o)
         }
         IORING_OP_CONNECT => match take_pending() {

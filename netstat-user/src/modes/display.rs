@@ -119,7 +119,7 @@ fn render_info(
         let counters = info::read_counters(proc_root)?;
         let tcp = snapshot::snapshot_tables(
             proc_root,
-            &[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: false }, DumpSpec { proto: Proto::Tcp, ipv6: true, ulp: false }],
+            &[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: false, states: crate::sources::netlink::ALL_STATES }, DumpSpec { proto: Proto::Tcp, ipv6: true, ulp: false, states: crate::sources::netlink::ALL_STATES }],
         )
         .context("reading sockets")?;
         sections = info::statistics(&counters, info::current_connections(&tcp), cfg);

@@ -48,7 +48,11 @@ pub struct DumpSpec {
     pub ipv6: bool,
     /// Ask for TCP info, which brings the ULP (kernel TLS) attribute.
     pub ulp: bool,
+    /// TCP states wanted, as a bit mask (1 << state); `ALL_STATES` for all.
+    pub states: u32,
 }
+
+pub const ALL_STATES: u32 = u32::MAX;
 
 struct DiagSocket {
     fd: OwnedFd,
@@ -89,7 +93,7 @@ impl DiagSocket {
             let mut r = vec![0u8; REQ_V1_LEN];
             r[0] = libc::AF_UNSPEC as u8;
             r[3] = ext;
-            r[52..56].copy_from_slice(&u32::MAX.to_ne_bytes());
+            r[52..56].copy_from_slice(&spec.states.to_ne_bytes());
             (TCPDIAG_GETSOCK, r)
         } else {
             // struct inet_diag_req_v2: family, protocol, ext, pad, states, id.
@@ -100,7 +104,7 @@ impl DiagSocket {
                 Proto::Udp => libc::IPPROTO_UDP as u8,
             };
             r[2] = ext;
-            r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+            r[4..8].copy_from_slice(&spec.states.to_ne_bytes());
             (SOCK_DIAG_BY_FAMILY, r)
         };
         let mut buf = vec![0u8; NLMSG_HDR];
@@ -314,7 +318,7 @@ mod tests {
     fn one_walk_dump_equals_per_family_dumps() {
         let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let l6 = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let both = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false });
+        let both = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false, states: crate::sources::netlink::ALL_STATES });
         let mut s = DiagSocket::open().unwrap();
         let mut one = Vec::new();
         s.dump(both[0], true, &mut one).unwrap();
@@ -337,7 +341,7 @@ mod tests {
     fn live_dump_sees_our_own_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let c = dump(&[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: true }]).unwrap();
+        let c = dump(&[DumpSpec { proto: Proto::Tcp, ipv6: false, ulp: true, states: crate::sources::netlink::ALL_STATES }]).unwrap();
         let me = c.iter().find(|c| c.local.port() == port).expect("our listener in the dump");
         assert_eq!(me.state, Some(netstat_common::tcp_state::LISTEN));
         assert!(me.inode > 0);

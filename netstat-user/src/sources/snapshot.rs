@@ -17,7 +17,7 @@ pub fn specs_for(cfg: &Config) -> Vec<DumpSpec> {
     for (proto, on) in [(Proto::Tcp, cfg.proto.tcp), (Proto::Udp, cfg.proto.udp)] {
         for (ipv6, fam) in [(false, cfg.family.v4()), (true, cfg.family.v6())] {
             if on && fam {
-                v.push(DumpSpec { proto, ipv6, ulp: cfg.offload });
+                v.push(DumpSpec { proto, ipv6, ulp: cfg.offload, states: crate::sources::netlink::ALL_STATES });
             }
         }
     }
@@ -41,7 +41,8 @@ pub fn with_cookies(cfg: &Config) -> Result<Vec<Connection>, netlink::DiagError>
 /// sock_diag or /proc cannot tell (the tracer then learns listeners as they
 /// start).
 pub fn listeners_with_owners(proc_root: &Path) -> Vec<Connection> {
-    let specs = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false });
+    let listen = 1 << netstat_common::tcp_state::LISTEN;
+    let specs = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false, states: listen });
     let Ok(mut conns) = netlink::dump(&specs) else { return Vec::new() };
     conns.retain(|c| c.is_listener());
     crate::sources::owners::ProcFdScan { proc_root: proc_root.to_path_buf() }.fill(&mut conns, false);
@@ -92,7 +93,7 @@ mod tests {
 
     /// The tables the tests' sockets live in: TCP over IPv4, UDP over IPv6.
     fn tcp4_udp6() -> Vec<DumpSpec> {
-        [(Proto::Tcp, false), (Proto::Udp, true)].into_iter().map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false }).collect()
+        [(Proto::Tcp, false), (Proto::Udp, true)].into_iter().map(|(proto, ipv6)| DumpSpec { proto, ipv6, ulp: false, states: crate::sources::netlink::ALL_STATES }).collect()
     }
 
     /// Both sources describe the same namespace: a listener, a connection

@@ -120,7 +120,7 @@ impl Stream {
     /// Attaching takes a moment: make marked UDP binds until one is seen.
     fn wait_ready(&mut self) {
         let marker = name("ready");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let err = self.stderr.take().unwrap().join().unwrap();
@@ -135,7 +135,7 @@ impl Stream {
                 return;
             }
         }
-        panic!("netstat --stream saw none of our marker events within 20 s");
+        panic!("netstat --stream saw none of our marker events within 60 s");
     }
 
     pub fn pid(&self) -> u32 {
