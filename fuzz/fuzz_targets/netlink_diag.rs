@@ -8,6 +8,6 @@ use netstat_user::{
 
 fuzz_target!(|data: &[u8]| {
     for (proto, ipv6, ulp) in [(Proto::Tcp, false, true), (Proto::Tcp, true, true), (Proto::Udp, false, false)] {
-        let _ = parse_diag_msg(data, DumpSpec { proto, ipv6, ulp });
+        let _ = parse_diag_msg(data, DumpSpec { proto, ipv6, ulp, states: netstat_user::sources::netlink::ALL_STATES });
     }
 });
