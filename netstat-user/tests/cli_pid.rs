@@ -116,7 +116,7 @@ fn the_live_table_shows_only_that_process_s_connections() {
     let displays = |ls: &[String]| -> Vec<Value> {
         ls.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("connections").is_some()).collect()
     };
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display");
     // Opened and closed between two displays, and one kept open.
     let kept = TcpStream::connect(addr).unwrap();
     let (kept_srv, _) = listener.accept().unwrap();

@@ -17,7 +17,7 @@ fn displays(lines: &[String]) -> Vec<Value> {
 fn short_lived_connections_of_an_exited_process_are_listed_with_their_pid() {
     let ns = Netns::new("live");
     let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-ano", "--json", "1"]));
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display");
     let (srv, cli) = (name("lsrv"), name("lcli"));
     let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "1000"]);
     let server_pid = out.iter().find(|v| v["role"] == "server").map(pid_of).unwrap();
@@ -126,7 +126,7 @@ fn table_converges_to_ss_even_after_lost_events() {
     let ns = Netns::new("conv");
     // A 4 KiB ring loses most of a burst: only reconciliation can fix the table.
     let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--ring-size", "4096", "1"]));
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display");
     let hold = Lines::spawn({
         let mut c = ns.cmd(&load_bin(), &["hold", "--name", &name("hold"), "--tcp-listen", "127.0.0.1:7000", "--tcp-listen", "[::1]:7001", "--tcp-connect", "127.0.0.1:7000", "--tcp-connect", "[::1]:7001", "--seconds", "60"]);
         c.stderr(std::process::Stdio::null());
@@ -159,7 +159,7 @@ fn table_converges_to_ss_even_after_lost_events() {
 fn row_cap_holds_under_a_flood_and_drops_are_counted() {
     let ns = Netns::new("cap");
     let table = Lines::spawn(ns.cmd(&netstat_bin(), &["-an", "--json", "--max-rows", "100", "1"]));
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display");
     ns.load(&["pair", "--server-name", &name("fsrv"), "--client-name", &name("fcli"), "--addr", "127.0.0.1", "--count", "500"]);
     let n = displays(&table.lines()).len();
     assert!(table.wait_for(Duration::from_secs(20), |l| displays(l).len() >= n + 2), "displays stopped");

@@ -46,7 +46,7 @@ fn run(pattern: &str, extra: &[&str]) -> Seen {
         c.args(["-ano", "1", "--json"]);
         c
     });
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display from netstat -ano 1 --json");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display from netstat -ano 1 --json");
     let n = name("oh");
     let mut load = Lines::spawn({
         let mut c = Command::new(load_bin());

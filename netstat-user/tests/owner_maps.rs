@@ -297,7 +297,7 @@ fn accept_hook_names_the_acceptor() {
         c.args(["-ano", "--json", "1"]);
         c
     });
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first live display");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first live display");
 
     let (master_name, worker_name) = (name("accmst"), name("accwrk"));
     let (r, w) = pipe();

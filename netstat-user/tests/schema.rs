@@ -83,7 +83,7 @@ fn live_table_documents_validate() {
     let mut cmd = Command::new(netstat_bin());
     cmd.args(["-ano", "1", "--json"]).stderr(Stdio::null());
     let lines = Lines::spawn(cmd);
-    assert!(lines.wait_for(Duration::from_secs(10), |l| !l.is_empty()), "no first display");
+    assert!(lines.wait_for(Duration::from_secs(60), |l| !l.is_empty()), "no first display");
     // Connections that open and close between two displays.
     let comm = name("schlive");
     pair(&comm);

@@ -171,7 +171,7 @@ fn live_table_matches_ss_for_held_backends() {
         c.args(["-ano", "1", "--json"]);
         c
     });
-    assert!(table.wait_for(Duration::from_secs(20), |l| !displays(l).is_empty()), "no first display from netstat -ano 1 --json");
+    assert!(table.wait_for(Duration::from_secs(60), |l| !displays(l).is_empty()), "no first display from netstat -ano 1 --json");
     let sessions = pg.hold(SESSIONS);
     // Two more displays: the last one began after every session connected.
     let n = displays(&table.lines()).len();
