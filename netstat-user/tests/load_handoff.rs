@@ -1,3 +1,4 @@
+//! vm: host only (checks netstat-load's patterns against ss, no kernel of ours; owner_handoff runs netstat on them in the guests)
 //! `netstat-load handoff`: each pattern really hands its sockets over. The
 //! witness is `ss -tuanpe`, not netstat: once `all_held` is printed, every
 //! reported socket (found by 4-tuple, and by cookie where ss prints it as
