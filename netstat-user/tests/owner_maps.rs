@@ -275,16 +275,10 @@ fn listeners_older_than_the_tracer_name_their_children() {
 
 /// (pids, state) of the `ss -tanp` sockets `local` -> `remote`.
 fn ss_users(local: &str, remote: &str) -> Vec<(String, BTreeSet<u64>)> {
-    let out = Command::new("ss").args(["-tanpH"]).output().expect("run ss");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 5 && f[3] == local && f[4] == remote).then(|| {
-                let pids = l.split("pid=").skip(1).filter_map(|p| p.split(',').next()?.parse().ok()).collect();
-                (f[0].to_string(), pids)
-            })
-        })
+    support::ss::sockets()
+        .into_iter()
+        .filter(|s| s.proto == "tcp" && s.local == local && s.peer == remote)
+        .map(|s| (s.state.clone(), s.pids()))
         .collect()
 }
 

@@ -101,19 +101,10 @@ fn stream_names_the_backend_on_every_server_side_close() {
 /// The pids `ss -tanp` lists for each ESTABLISHED socket on `port`, by
 /// (local, remote) as `ADDR:PORT`.
 fn ss_users(port: u16) -> HashMap<(String, String), Vec<u32>> {
-    let out = Command::new("ss").args(["-tanpH"]).output().expect("run ss");
-    assert!(out.status.success(), "ss -tanpH: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 5 || f[0] != "ESTAB" || port_of(f[3]) != port {
-                return None;
-            }
-            // users:(("postgres",pid=3959,fd=7),...)
-            let pids = l.split("pid=").skip(1).filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect();
-            Some(((f[3].to_string(), f[4].to_string()), pids))
-        })
+    support::ss::sockets()
+        .into_iter()
+        .filter(|s| s.proto == "tcp" && s.state == "ESTAB" && port_of(&s.local) == port)
+        .map(|s| ((s.local.clone(), s.peer.clone()), s.users.iter().map(|u| u.1 as u32).collect()))
         .collect()
 }
 
