@@ -21,7 +21,7 @@ use aya_ebpf::{
 use netstat_common::{AF_INET, AF_INET6, IPPROTO_TCP, OFFSET_UNKNOWN, flags, kind, lost, tcp_state};
 
 use crate::{
-    OWNERS,
+    OWNERS, SYN_RECV_DUE,
     accept::on_accept,
     emit::{Body, count_lost, current_is_kthread, emit, fill_current, is_self, keep_creator, no_creator, now},
     scratch::Frame,
@@ -107,7 +107,12 @@ fn on_data(sk: u64) {
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = OWNERS.remove(&sk);
+    if let Some(e) = unsafe { OWNERS.get(&sk) } {
+        if e.flags & PENDING_SYN_RECV != 0 {
+            let _ = SYN_RECV_DUE.remove(&sk);
+        }
+        let _ = OWNERS.remove(&sk);
+    }
     0
 }
 

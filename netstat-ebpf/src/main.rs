@@ -68,6 +68,15 @@ static PENDING_UDP: HashMap<u64, PendingUdp> = HashMap::with_max_entries(8192, 0
 #[map]
 static UDP_UNBOUND: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 
+/// Sockets whose LISTEN -> SYN_RECV is still to be reported (state.rs,
+/// `PENDING_SYN_RECV`): the entry's removal decides which of two CPUs that
+/// see the socket at once (its accept and its ESTABLISHED) reports it, so
+/// it is reported once. Only kernels that fire that transition before the
+/// child's tuple is set (6.1) make entries; each goes at the report, or at
+/// the socket's destruction.
+#[map]
+static SYN_RECV_DUE: HashMap<u64, u8> = HashMap::with_max_entries(8192, 0);
+
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
 

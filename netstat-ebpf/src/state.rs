@@ -27,7 +27,7 @@ use netstat_common::{
 };
 
 use crate::{
-    LISTENERS, OWNERS,
+    LISTENERS, OWNERS, SYN_RECV_DUE,
     emit::{Body, NO_OWNER, count_lost, current_is_kthread, emit, fill_current, keep_creator, no_creator, now},
     scratch::Frame,
     sock::{Tuple, assign_cookie, net_of, offsets, read, read_state_tuple, stored_cookie},
@@ -204,8 +204,12 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: 
     // transition (or accept), when the tuple is complete.
     if old == LISTEN && new == SYN_RECV && tuple.dport == 0 && src == flags::OWNER_LISTENER {
         if let Some(p) = OWNERS.get_ptr_mut(&sk) {
-            unsafe { (*p).flags |= PENDING_SYN_RECV };
-            return;
+            if SYN_RECV_DUE.insert(&sk, &0, 0).is_ok() {
+                unsafe { (*p).flags |= PENDING_SYN_RECV };
+                return;
+            }
+            // Full: reported now, without its remote end.
+            count_lost(lost::PENDING_FULL);
         }
     }
 
@@ -312,6 +316,11 @@ pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
         return;
     }
     owner.flags &= !PENDING_SYN_RECV;
+    // Two CPUs may see the flag at once (accept() beside the softirq that
+    // establishes the child): the one whose removal succeeds reports it.
+    if SYN_RECV_DUE.remove(&sk).is_err() {
+        return;
+    }
     let b = Body {
         kind: kind::TCP_STATE,
         flags: flags::OWNER_LISTENER,

@@ -2,6 +2,7 @@
 //! displays against the fixture tree (PID 100 holds two sockets there);
 //! the live table and the stream (kernel tests) against this test process's
 //! own sockets, with another process's traffic going on beside them.
+//! vm: one backend (the filter is the tracer's consumer's, whichever hook saw the events)
 mod fixture;
 mod support;
 

@@ -1,5 +1,6 @@
 //! Hostile input and privileges: terminal escapes in process names never
 //! reach the terminal, floods are counted, minimal capabilities suffice.
+//! vm: one backend (escaping, floods and capabilities are user space's; the hooks' mechanism is probe_plan's)
 mod support;
 
 use std::{process::Command, time::Duration};

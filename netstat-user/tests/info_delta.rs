@@ -2,6 +2,7 @@
 //! its own (nothing else sends there), datagrams to a closed port between
 //! two displays must show up as exactly that change, and the kernel's
 //! /proc/net/snmp, read around the sending, is the independent witness.
+//! vm: one backend (kernel counters read from /proc and netlink, no tracer)
 mod support;
 
 use std::{

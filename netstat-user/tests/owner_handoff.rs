@@ -6,6 +6,7 @@
 //! process that created or accepted it as `creator_pid`; the stream's
 //! closing transition of that socket names the process that closed it.
 //! The witnesses are ss and the pattern's own record of who holds what.
+//! vm: one backend (the hand-offs are followed by the send/receive raw tracepoints and /proc, the same under every backend; owner_maps checks each backend's accept hook)
 mod support;
 
 use std::{process::Command, time::Duration};

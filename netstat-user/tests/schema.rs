@@ -3,6 +3,7 @@
 //! the old dialects, unknown fields and unescaped control characters fail.
 //! The stream's lines are also checked in every kernel test (tests/support
 //! validates each line it reads).
+//! vm: one backend (validates documents; each backend's events are held against the tracepoint path's by tracer_backends)
 mod fixture;
 mod support;
 

@@ -1,5 +1,6 @@
 //! tests/support's process names: kernel tests find their own processes'
 //! events by name, so two names from one test process must differ.
+//! vm: one backend (checks tests/support alone)
 mod support;
 
 use std::collections::HashSet;

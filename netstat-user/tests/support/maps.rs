@@ -9,6 +9,11 @@ use aya::maps::{HashMap, Map, MapData, MapInfo};
 /// fd table (`map_id:` in /proc/PID/fdinfo), so other netstats running on
 /// the machine never count.
 pub fn owners_map_of(pid: u32) -> u32 {
+    map_of(pid, "OWNERS")
+}
+
+/// The id of the map named `name` that netstat `pid` holds.
+pub fn map_of(pid: u32, name: &str) -> u32 {
     let mut ids = BTreeSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo").flatten() {
         let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
@@ -17,10 +22,18 @@ pub fn owners_map_of(pid: u32) -> u32 {
     let owners: Vec<u32> = ids
         .iter()
         .copied()
-        .filter(|&id| MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some("OWNERS")))
+        .filter(|&id| MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some(name)))
         .collect();
-    assert_eq!(owners.len(), 1, "netstat {pid} holds {} maps named OWNERS (its maps: {ids:?})", owners.len());
+    assert_eq!(owners.len(), 1, "netstat {pid} holds {} maps named {name} (its maps: {ids:?})", owners.len());
     owners[0]
+}
+
+/// The keys (socket addresses) of the `SYN_RECV_DUE` map `id` (u64 -> u8).
+pub fn due_entries(id: u32) -> Vec<u64> {
+    let data = MapData::from_id(id).expect("open SYN_RECV_DUE");
+    let map: HashMap<_, u64, u8> = HashMap::try_from(Map::HashMap(data)).expect("SYN_RECV_DUE as a hash map");
+    let mut seen = HashSet::new();
+    map.keys().filter_map(Result::ok).filter(|k| seen.insert(*k)).collect()
 }
 
 /// Every entry of map `id`: (socket address, cookie when the value carries

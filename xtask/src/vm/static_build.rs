@@ -60,7 +60,8 @@ pub fn build_static() -> Result<StaticBins> {
                 if src.lines().any(|l| l.trim().starts_with(HOST_ONLY)) {
                     continue;
                 }
-                let per_backend = src.contains("mod support;") || src.contains("NETSTAT_TEST_BACKEND");
+                let one_backend = src.lines().any(|l| l.trim().starts_with(ONE_BACKEND));
+                let per_backend = !one_backend && (src.contains("mod support;") || src.contains("NETSTAT_TEST_BACKEND"));
                 tests.push(TestBin { name: a.target.name.clone(), exe, per_backend });
             } else if a.target.kind.contains(&TargetKind::Bin) && !a.profile.test {
                 match a.target.name.as_str() {
@@ -97,3 +98,11 @@ pub fn build_static() -> Result<StaticBins> {
 /// reason following in parentheses: its checks need tools only the host
 /// has (git, a Python venv, Perl, PostgreSQL), or check no kernel at all.
 pub const HOST_ONLY: &str = "//! vm: host only";
+
+/// The start of the line that runs a kernel test binary once per kernel
+/// (under the first backend, auto) instead of once per backend, the reason
+/// following in parentheses: what it checks does not depend on which
+/// mechanism a hook uses (each backend's events are held against the
+/// tracepoint path's by tracer_backends, and each hook's mechanism by
+/// probe_plan, under every backend).
+pub const ONE_BACKEND: &str = "//! vm: one backend";
