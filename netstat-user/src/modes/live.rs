@@ -28,7 +28,7 @@ use crate::{
     },
     table::Table,
     timefmt::{monotonic_ns, realtime_offset_ns},
-    tracer::{Record, Tracer, TracerOptions, plan},
+    tracer::{Record, TracerOptions, drain::Drain, plan},
 };
 
 /// Executables of the processes seen, read while they are alive (for -b),
@@ -208,24 +208,22 @@ pub fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         return super::display::run(cfg);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let tracer = {
-        let _g = rt.enter();
-        Tracer::start(&TracerOptions::from_config(cfg).with_listeners())
-    };
-    let mut tracer = match tracer {
-        Ok(t) => t,
+    // The ring is drained on a thread of its own: a display never holds the
+    // kernel's events back (tracer/drain.rs).
+    let mut drain = match Drain::start(&TracerOptions::from_config(cfg).with_listeners()) {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("netstat: tracing unavailable ({}); showing snapshots", crate::tracer::one_line(&format!("{e:#}")));
             return super::display::run(cfg);
         }
     };
-    for w in plan::warnings(&tracer.report) {
+    for w in plan::warnings(&drain.report) {
         eprintln!("netstat: {w}");
     }
-    rt.block_on(live_loop(cfg, &mut tracer))
+    rt.block_on(live_loop(cfg, &mut drain))
 }
 
-async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode> {
+async fn live_loop(cfg: &Config, tracer: &mut Drain) -> anyhow::Result<ExitCode> {
     let interval = Duration::from_secs(cfg.interval.unwrap_or(1));
     let kernel_follows_sends =
         tracer.report.iter().any(|h| h.hook == "tcp_holder" && matches!(h.status, crate::tracer::HookStatus::Attached));
@@ -256,14 +254,9 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
             }
         }
         seeded = true;
-        loop {
-            let more = tracer.finish(&mut batch);
-            for rec in batch.drain(..) {
-                live.apply(&rec);
-            }
-            if !more {
-                break;
-            }
+        tracer.sync(&mut batch).await?;
+        for rec in batch.drain(..) {
+            live.apply(&rec);
         }
         live.table.reconcile(snap, started);
         if owners_shown {
@@ -275,7 +268,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Tracer) -> anyhow::Result<ExitCode
             tokio::select! {
                 _ = stop.recv() => return Ok(ExitCode::SUCCESS),
                 _ = tokio::time::sleep_until(next) => break,
-                r = tracer.next_batch(&mut batch) => r?,
+                r = tracer.next(&mut batch) => r?,
             }
             for rec in batch.drain(..) {
                 live.apply(&rec);

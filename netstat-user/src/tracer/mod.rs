@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod features;
 mod counters;
+pub mod drain;
 pub mod offsets;
 pub mod plan;
 mod seed;
