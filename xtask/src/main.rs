@@ -149,6 +149,8 @@ fn test(extra: &[String]) -> Result<()> {
     let mut c = cargo();
     // The eBPF crate builds only for the bpf target (through netstat-user's build.rs).
     c.args(["test", "--release", "--workspace", "--exclude", "netstat-ebpf"]);
+    // Statically linked, as the VM suite's copies: built once for both.
+    vm::static_flags(&mut c);
     c.args(extra);
     // Kernel tests share the machine's kernel; a few at a time keeps 2 cores responsive.
     c.env("RUST_TEST_THREADS", std::env::var("RUST_TEST_THREADS").unwrap_or_else(|_| "2".into()));

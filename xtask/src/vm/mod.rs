@@ -14,6 +14,7 @@ mod kernel;
 mod options;
 mod runner;
 mod static_build;
+pub use static_build::static_flags;
 
 use std::{
     fs,

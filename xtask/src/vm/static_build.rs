@@ -30,6 +30,15 @@ pub struct TestBin {
     pub per_backend: bool,
 }
 
+/// The target and flags of the static build, for a cargo command: the host
+/// suite builds its test binaries the same way (`cargo xtask test`), so the
+/// guests' copies cost no second build.
+pub fn static_flags(c: &mut std::process::Command) {
+    c.args(["--target", TARGET])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+}
+
 pub fn build_static() -> Result<StaticBins> {
     crate::bootstrap::ensure()?;
     let mut netstat = None;
@@ -40,11 +49,9 @@ pub fn build_static() -> Result<StaticBins> {
         &["build", "--bins"][..],
     ] {
         let mut c = crate::cargo();
-        c.args(args)
-            .args(["--release", "-p", "netstat-user", "--target", TARGET, "--message-format=json"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .stdout(Stdio::piped());
+        c.args(args).args(["--release", "-p", "netstat-user", "--message-format=json"]);
+        static_flags(&mut c);
+        c.stdout(Stdio::piped());
         let mut child = c.spawn().context("spawning cargo for the static build")?;
         let stdout = child.stdout.take().unwrap();
         for msg in cargo_metadata::Message::parse_stream(BufReader::new(stdout)) {
