@@ -8,10 +8,11 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind, tcp_state};
 
 use crate::{
-    OWNERS,
+    ACCEPT_DUE, OWNERS,
+    state::ACCEPT_PENDING,
     emit::{Body, count_lost, current_is_kthread, emit, fill_current, now},
     scratch::Frame,
-    sock::{net_of, offsets, read, read_tuple, sock_of_fd, stored_cookie},
+    sock::{offsets, read, read_sock, sock_of_fd},
 };
 
 /// Attached to both `syscalls:sys_exit_accept` and `syscalls:sys_exit_accept4`.
@@ -42,24 +43,54 @@ fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
 /// server) names no process.
 #[inline(always)]
 pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
-    let tuple = read_tuple(sk, o)?;
+    // The state before the cookie: the state tracepoint gives a socket its
+    // cookie before the kernel stores the state it moves to, so a socket
+    // seen past SYN_RECV has its cookie.
+    let state: u8 = read(sk, o.sk_state)?;
+    let s = read_sock(sk, o)?;
+    let tuple = s.tuple;
     if tuple.protocol != IPPROTO_TCP || current_is_kthread() {
         return Ok(());
     }
-    let (_, netns) = net_of(sk, o);
-    let cookie = stored_cookie(sk, o);
-    crate::state::flush_pending_syn_recv(sk, cookie, &tuple, netns);
+    let netns = s.netns(o);
+    let cookie = s.cookie;
     let t = now();
     let Some(frame) = Frame::enter() else { return Ok(()) };
     let owner = frame.owner();
     fill_current(owner, t);
     owner.cookie = cookie;
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
-    if let Some(prev) = crate::state::entry_of(sk, cookie) {
+    let prev = crate::state::entry_of(sk, cookie);
+    if let Some(prev) = prev {
         owner.start_ns = prev.start_ns;
     }
     owner.flags = flags::OWNER_CAPTURED;
-    let state: u8 = read(sk, o.sk_state).unwrap_or(0);
+    // Returned while still in SYN_RECV without a cookie: another CPU is
+    // completing the handshake (the child was queued for accept() first),
+    // and the kernel has not given the child its own cookie yet (it takes
+    // its request's, 0, after the state tracepoint asked). The accept is
+    // reported at the child's next transition, ESTABLISHED, which carries
+    // the cookie; until then the listener's owner stays the entry's.
+    if cookie == 0 && state as u32 == tcp_state::SYN_RECV {
+        if ACCEPT_DUE.insert(&sk, &*owner, 0).is_ok() {
+            match OWNERS.get_ptr_mut(&sk) {
+                Some(p) => unsafe { (*p).flags |= ACCEPT_PENDING },
+                None => {
+                    owner.flags |= ACCEPT_PENDING;
+                    if OWNERS.insert(&sk, &*owner, 0).is_err() {
+                        let _ = ACCEPT_DUE.remove(&sk);
+                        count_lost(netstat_common::lost::OWNERS_FULL);
+                        return Ok(());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        count_lost(netstat_common::lost::PENDING_FULL);
+    }
+    crate::state::flush_pending_syn_recv(sk, cookie, &tuple, netns);
+    // A socket reset before accept() is returned already closed: its entry
+    // went at its CLOSE and is not made again.
     if state as u32 == tcp_state::CLOSE {
         let _ = OWNERS.remove(&sk);
     } else if OWNERS.insert(&sk, &*owner, 0).is_err() {

@@ -21,12 +21,12 @@ use aya_ebpf::{
 use netstat_common::{AF_INET, AF_INET6, IPPROTO_TCP, OFFSET_UNKNOWN, flags, kind, lost, tcp_state};
 
 use crate::{
-    OWNERS, SYN_RECV_DUE,
+    ACCEPT_DUE, OWNERS, SYN_RECV_DUE,
     accept::on_accept,
     emit::{Body, count_lost, current_is_kthread, emit, fill_current, is_self, keep_creator, no_creator, now},
     scratch::Frame,
     sock::{net_of, offsets, read, read_state_tuple, sock_of_fd, stored_cookie},
-    state::PENDING_SYN_RECV,
+    state::{ACCEPT_PENDING, PENDING_SYN_RECV},
     udp::{complete_connect, take_pending},
 };
 
@@ -69,7 +69,7 @@ fn on_data(sk: u64) {
                 return;
             }
             keep_creator(owner, prev);
-            owner.flags = flags::OWNER_CAPTURED | (prev.flags & PENDING_SYN_RECV);
+            owner.flags = flags::OWNER_CAPTURED | (prev.flags & (PENDING_SYN_RECV | ACCEPT_PENDING));
             *prev = *owner;
         }
         None => {
@@ -111,6 +111,9 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         if e.flags & PENDING_SYN_RECV != 0 {
             let _ = SYN_RECV_DUE.remove(&sk);
         }
+        if e.flags & ACCEPT_PENDING != 0 {
+            let _ = ACCEPT_DUE.remove(&sk);
+        }
         let _ = OWNERS.remove(&sk);
     }
     0
@@ -150,6 +153,11 @@ fn try_io_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             if let Some(e) = unsafe { OWNERS.get(&sk) } {
                 if e.flags & flags::OWNER_MASK == flags::OWNER_CAPTURED && e.tgid == tgid && e.creator_tgid == tgid {
+                    return Ok(());
+                }
+                // ... or it saw it before the socket had its cookie: the
+                // accept is due at the socket's next transition.
+                if e.flags & ACCEPT_PENDING != 0 {
                     return Ok(());
                 }
             }

@@ -23,7 +23,7 @@ use netstat_common::{
 
 use crate::{
     emit::{count_lost, now},
-    sock::{assign_cookie, offsets, read, read_state_tuple, read_tuple, stored_cookie},
+    sock::{assign_cookie, offsets, read, read_state_sock, read_tuple, stored_cookie},
     state::{on_transition, traced_transition},
     udp::on_explicit_bind,
 };
@@ -36,11 +36,11 @@ pub fn tcp_set_state(sk: u64, new: u32, cookie: u64) -> Result<(), i64> {
     let o = offsets();
     let old: u8 = read(sk, o.sk_state)?;
     // The local end as the state tracepoint reads it (state.rs).
-    let tuple = read_state_tuple(sk, &o)?;
-    if tuple.protocol != IPPROTO_TCP {
+    let s = read_state_sock(sk, &o)?;
+    if s.tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(sk, cookie, old as u32, new, tuple, &o);
+    on_transition(sk, cookie, old as u32, new, &s, &o);
     Ok(())
 }
 
@@ -53,11 +53,11 @@ pub fn child_created(listener: u64, child: u64, cookie: u64) -> Result<(), i64> 
         return Ok(());
     }
     let o = offsets();
-    let tuple = read_state_tuple(listener, &o)?;
-    if tuple.protocol != IPPROTO_TCP {
+    let s = read_state_sock(listener, &o)?;
+    if s.tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(child, cookie, LISTEN, SYN_RECV, tuple, &o);
+    on_transition(child, cookie, LISTEN, SYN_RECV, &s, &o);
     Ok(())
 }
 
@@ -152,7 +152,7 @@ fn report_unseen(ctx: &BtfTracePointContext, children: bool) {
     }
     if !was_seen(sk, old, new) {
         count_lost(lost::KPROBE_RESCUED);
-        let _ = traced_transition(sk, old, new, cookie);
+        let _ = traced_transition(sk, old, new, Some(cookie));
     }
 }
 

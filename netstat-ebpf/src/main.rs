@@ -77,6 +77,15 @@ static UDP_UNBOUND: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 static SYN_RECV_DUE: HashMap<u64, u8> = HashMap::with_max_entries(8192, 0);
 
+/// Accepts whose socket had no cookie yet (accept() on one CPU returned
+/// the child while the softirq that completes its handshake, and gives it
+/// its cookie, still ran on another): socket -> the acceptor, reported at
+/// the socket's next transition with the cookie (state.rs,
+/// `ACCEPT_PENDING`). Each goes at that report or at the socket's
+/// destruction; a full map is counted and the accept reported at once.
+#[map]
+static ACCEPT_DUE: HashMap<u64, Owner> = HashMap::with_max_entries(1024, 0);
+
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
 

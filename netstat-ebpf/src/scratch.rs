@@ -13,6 +13,8 @@ const SLOTS: u64 = 4;
 pub struct Slot {
     pub owner: Owner,
     pub listener: Listener,
+    /// The head of a socket, read at once (sock.rs).
+    pub head: [u8; crate::sock::HEAD_BUF],
 }
 
 #[repr(C)]
@@ -49,6 +51,12 @@ impl Frame {
     #[allow(clippy::mut_from_ref)]
     pub fn owner(&self) -> &mut Owner {
         unsafe { &mut (*self.slot).owner }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn head(&self) -> &mut [u8; crate::sock::HEAD_BUF] {
+        unsafe { &mut (*self.slot).head }
     }
 
     #[inline(always)]

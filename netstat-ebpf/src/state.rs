@@ -27,10 +27,10 @@ use netstat_common::{
 };
 
 use crate::{
-    LISTENERS, OWNERS, SYN_RECV_DUE,
+    ACCEPT_DUE, LISTENERS, OWNERS, SYN_RECV_DUE,
     emit::{Body, NO_OWNER, count_lost, current_is_kthread, emit, fill_current, keep_creator, no_creator, now},
     scratch::Frame,
-    sock::{Tuple, assign_cookie, net_of, offsets, read, read_state_tuple, stored_cookie},
+    sock::{Sock, Tuple, assign_cookie, offsets, read, read_state_sock},
 };
 
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
@@ -39,7 +39,7 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
     let cookie = assign_cookie(sk);
-    let _ = traced_transition(sk, old, new, cookie);
+    let _ = traced_transition(sk, old, new, Some(cookie));
     mark_handled(sk, new as u64);
     0
 }
@@ -59,7 +59,7 @@ pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
     if !take_handled(sk, new as u64) {
         count_lost(lost::RESCUED);
         let cookie = assign_cookie(sk);
-        let _ = traced_transition(sk, old, new, cookie);
+        let _ = traced_transition(sk, old, new, Some(cookie));
     }
     0
 }
@@ -71,7 +71,7 @@ pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
-    let _ = traced_transition(sk, old, new, stored_cookie(sk, &offsets()));
+    let _ = traced_transition(sk, old, new, None);
     mark_handled(sk, new as u64);
     0
 }
@@ -83,7 +83,7 @@ pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
     let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
     if !take_handled(sk, new as u64) {
         count_lost(lost::RESCUED);
-        let _ = traced_transition(sk, old, new, stored_cookie(sk, &offsets()));
+        let _ = traced_transition(sk, old, new, None);
     }
     0
 }
@@ -169,15 +169,16 @@ fn acting_on(sk: u64, old: u32, new: u32, o: &KernelOffsets) -> bool {
     owned && !current_is_kthread()
 }
 
-/// One firing of the tracepoint: socket `sk` went from `old` to `new`.
+/// One firing of the tracepoint: socket `sk` went from `old` to `new`;
+/// `cookie` where the program asked for it, else the one stored.
 #[inline(always)]
-pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: u64) -> Result<(), i64> {
+pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: Option<u64>) -> Result<(), i64> {
     let o = offsets();
-    let tuple = read_state_tuple(sk, &o)?;
-    if tuple.protocol != IPPROTO_TCP {
+    let s = read_state_sock(sk, &o)?;
+    if s.tuple.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    on_transition(sk, cookie, old, new, tuple, &o);
+    on_transition(sk, cookie.unwrap_or(s.cookie), old, new, &s, &o);
     Ok(())
 }
 
@@ -185,16 +186,23 @@ pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: u64) -> Res
 /// known; shared with the fentry and kprobe forms (fentry.rs, kprobe.rs,
 /// kfunc.rs), so the events are the same whichever hook saw the transition.
 #[inline(always)]
-pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, tuple: Tuple, o: &KernelOffsets) {
+pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &KernelOffsets) {
     let t = now();
-    let (_, netns) = net_of(sk, o);
+    let tuple = s.tuple;
+    let netns = s.netns(o);
 
-    flush_pending_syn_recv(sk, cookie, &tuple, netns);
+    // The socket's entry, looked up once for the whole transition.
+    let entry = OWNERS.get_ptr_mut(&sk);
+    if let Some(p) = entry {
+        if unsafe { (*p).flags } & (PENDING_SYN_RECV | ACCEPT_PENDING) != 0 {
+            flush_pending(sk, unsafe { &mut *p }, cookie, &tuple, netns);
+        }
+    }
     let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32, dport: tuple.dport as u32 };
     let Some(frame) = Frame::enter() else { return };
     let owner = frame.owner();
     *owner = NO_OWNER;
-    let src = resolve_owner(&tr, owner);
+    let src = resolve_owner(&tr, entry.map(|p| unsafe { &*p }), owner);
     // A listener starting: its owner names the port's children.
     if old == CLOSE && new == LISTEN && src == flags::OWNER_CURRENT {
         listen_started(netns, tuple.sport, owner, frame.listener());
@@ -305,37 +313,51 @@ fn listen_stopped(netns: u32, port: u16) {
 /// `Owner::flags` bit, never in an event: this socket's LISTEN -> SYN_RECV
 /// is still to be reported (see on_transition). Its time is `start_ns`.
 pub(crate) const PENDING_SYN_RECV: u32 = 1 << 16;
+/// `Owner::flags` bit, never in an event: an accept of this socket waits in
+/// `ACCEPT_DUE` for the socket's cookie (accept.rs).
+pub(crate) const ACCEPT_PENDING: u32 = 1 << 17;
 
-/// Report a deferred LISTEN -> SYN_RECV with the tuple known now. Not
-/// inlined: its frame is a sibling of the others (see `report`).
-#[inline(never)]
+/// Report what waited for this socket's next transition: a deferred
+/// LISTEN -> SYN_RECV with the tuple known now (in the listener's owner's
+/// name), then a deferred accept with the cookie known now (the acceptor
+/// becomes the entry's holder). Not inlined: its frame is a sibling of the
+/// others (see `report`).
+#[inline(always)]
 pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     let Some(p) = OWNERS.get_ptr_mut(&sk) else { return };
     let owner = unsafe { &mut *p };
-    if owner.flags & PENDING_SYN_RECV == 0 {
-        return;
+    if owner.flags & (PENDING_SYN_RECV | ACCEPT_PENDING) != 0 {
+        flush_pending(sk, owner, cookie, tuple, netns);
     }
-    owner.flags &= !PENDING_SYN_RECV;
-    // Two CPUs may see the flag at once (accept() beside the softirq that
-    // establishes the child): the one whose removal succeeds reports it.
-    if SYN_RECV_DUE.remove(&sk).is_err() {
-        return;
+}
+
+/// `flush_pending_syn_recv` on the entry already looked up.
+#[inline(never)]
+fn flush_pending(sk: u64, owner: &mut Owner, cookie: u64, tuple: &Tuple, netns: u32) {
+    if owner.flags & PENDING_SYN_RECV != 0 {
+        owner.flags &= !PENDING_SYN_RECV;
+        // Two CPUs may see the flag at once (accept() beside the softirq
+        // that establishes the child): the one whose removal succeeds
+        // reports it.
+        if SYN_RECV_DUE.remove(&sk).is_ok() {
+            let mut b = Body::plain(kind::TCP_STATE, flags::OWNER_LISTENER, sk, cookie, *tuple, owner.start_ns, netns);
+            b.old_state = LISTEN;
+            b.new_state = SYN_RECV;
+            emit(owner, &b);
+        }
     }
-    let b = Body {
-        kind: kind::TCP_STATE,
-        flags: flags::OWNER_LISTENER,
-        now: owner.start_ns,
-        netns,
-        sock: sk,
-        tuple: *tuple,
-        old_state: LISTEN,
-        new_state: SYN_RECV,
-        duration_ns: 0,
-        bytes_acked: 0,
-        bytes_received: 0,
-        cookie,
-    };
-    emit(owner, &b);
+    if owner.flags & ACCEPT_PENDING != 0 {
+        owner.flags &= !ACCEPT_PENDING;
+        let Some(a) = (unsafe { ACCEPT_DUE.get(&sk) }) else { return };
+        let start = owner.start_ns;
+        *owner = *a;
+        owner.start_ns = start;
+        owner.cookie = cookie;
+        owner.flags = flags::OWNER_CAPTURED;
+        if ACCEPT_DUE.remove(&sk).is_ok() {
+            emit(owner, &Body::plain(kind::TCP_ACCEPT, flags::OWNER_CURRENT, sk, cookie, *tuple, now(), netns));
+        }
+    }
 }
 
 #[inline(always)]
@@ -378,7 +400,7 @@ struct Transition {
 /// Not inlined: its frame of its own keeps every program's stack within
 /// the BPF limit.
 #[inline(never)]
-fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
+fn resolve_owner(tr: &Transition, entry: Option<&Owner>, out: &mut Owner) -> u32 {
     let (sk, cookie, t, netns, old, new) = (tr.sk, tr.cookie, tr.t, tr.netns, tr.old, tr.new);
     let port = tr.sport as u16;
     let o = offsets();
@@ -410,7 +432,8 @@ fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
         }
         return flags::OWNER_NONE;
     }
-    let entry = entry_of(sk, cookie);
+    // An entry left by a socket whose memory `sk` reuses is not its own.
+    let entry = entry.filter(|e| e.cookie == 0 || cookie == 0 || e.cookie == cookie);
     // A task acting on the socket (close, shutdown, connect, the backlog of
     // its own call) holds it now: it becomes the holder, the creator stays.
     if acting_on(sk, old, new, &o) {
@@ -421,7 +444,7 @@ fn resolve_owner(tr: &Transition, out: &mut Owner) -> u32 {
                 if e.cookie == 0 {
                     out.cookie = cookie;
                 }
-                out.flags = flags::OWNER_CAPTURED | (e.flags & PENDING_SYN_RECV);
+                out.flags = flags::OWNER_CAPTURED | (e.flags & (PENDING_SYN_RECV | ACCEPT_PENDING));
                 if new != CLOSE && e.tgid != out.tgid {
                     remember(sk, out);
                 }
