@@ -163,7 +163,10 @@ pub struct Owner {
     pub cookie: u64,
     /// The creator (or acceptor); 0 when unknown.
     pub creator_tgid: u32,
-    pub _pad: u32,
+    /// 1 while an accept of this socket waits in `ACCEPT_DUE` for the
+    /// socket's cookie (written by plain stores only, never read-modify-
+    /// write, so it cannot be lost to a concurrent update of `flags`).
+    pub accept_due: u32,
     pub creator_start_ns: u64,
     pub creator_comm: [u8; COMM_LEN],
 }

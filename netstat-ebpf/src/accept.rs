@@ -9,7 +9,6 @@ use netstat_common::{IPPROTO_TCP, KernelOffsets, flags, kind, tcp_state};
 
 use crate::{
     ACCEPT_DUE, OWNERS,
-    state::ACCEPT_PENDING,
     emit::{Body, count_lost, current_is_kthread, emit, fill_current, now},
     scratch::Frame,
     sock::{offsets, read, read_sock, sock_of_fd},
@@ -74,9 +73,9 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     if cookie == 0 && state as u32 == tcp_state::SYN_RECV {
         if ACCEPT_DUE.insert(&sk, &*owner, 0).is_ok() {
             match OWNERS.get_ptr_mut(&sk) {
-                Some(p) => unsafe { (*p).flags |= ACCEPT_PENDING },
+                Some(p) => unsafe { (*p).accept_due = 1 },
                 None => {
-                    owner.flags |= ACCEPT_PENDING;
+                    owner.accept_due = 1;
                     if OWNERS.insert(&sk, &*owner, 0).is_err() {
                         let _ = ACCEPT_DUE.remove(&sk);
                         count_lost(netstat_common::lost::OWNERS_FULL);

@@ -47,7 +47,7 @@ pub fn fill_current(out: &mut Owner, now: u64) {
     out.pid_start_ns = read(leader, o.task_start_boottime).unwrap_or(0);
     out.cookie = 0;
     out.creator_tgid = tgid;
-    out._pad = 0;
+    out.accept_due = 0;
     out.creator_start_ns = out.pid_start_ns;
     out.creator_comm = out.comm;
 }
@@ -195,7 +195,7 @@ pub const NO_OWNER: Owner = Owner {
     pid_start_ns: 0,
     cookie: 0,
     creator_tgid: 0,
-    _pad: 0,
+    accept_due: 0,
     creator_start_ns: 0,
     creator_comm: [0; 16],
 };

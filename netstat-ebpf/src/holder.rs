@@ -26,7 +26,7 @@ use crate::{
     emit::{Body, count_lost, current_is_kthread, emit, fill_current, is_self, keep_creator, no_creator, now},
     scratch::Frame,
     sock::{net_of, offsets, read, read_state_tuple, sock_of_fd, stored_cookie},
-    state::{ACCEPT_PENDING, PENDING_SYN_RECV},
+    state::PENDING_SYN_RECV,
     udp::{complete_connect, take_pending},
 };
 
@@ -69,7 +69,8 @@ fn on_data(sk: u64) {
                 return;
             }
             keep_creator(owner, prev);
-            owner.flags = flags::OWNER_CAPTURED | (prev.flags & (PENDING_SYN_RECV | ACCEPT_PENDING));
+            owner.flags = flags::OWNER_CAPTURED | (prev.flags & PENDING_SYN_RECV);
+            owner.accept_due = prev.accept_due;
             *prev = *owner;
         }
         None => {
@@ -111,7 +112,7 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         if e.flags & PENDING_SYN_RECV != 0 {
             let _ = SYN_RECV_DUE.remove(&sk);
         }
-        if e.flags & ACCEPT_PENDING != 0 {
+        if e.accept_due != 0 {
             let _ = ACCEPT_DUE.remove(&sk);
         }
         let _ = OWNERS.remove(&sk);
@@ -157,7 +158,7 @@ fn try_io_uring_complete(ctx: &TracePointContext) -> Result<(), i64> {
                 }
                 // ... or it saw it before the socket had its cookie: the
                 // accept is due at the socket's next transition.
-                if e.flags & ACCEPT_PENDING != 0 {
+                if e.accept_due != 0 {
                     return Ok(());
                 }
             }

@@ -81,7 +81,7 @@ static SYN_RECV_DUE: HashMap<u64, u8> = HashMap::with_max_entries(8192, 0);
 /// the child while the softirq that completes its handshake, and gives it
 /// its cookie, still ran on another): socket -> the acceptor, reported at
 /// the socket's next transition with the cookie (state.rs,
-/// `ACCEPT_PENDING`). Each goes at that report or at the socket's
+/// `Owner::accept_due`). Each goes at that report or at the socket's
 /// destruction; a full map is counted and the accept reported at once.
 #[map]
 static ACCEPT_DUE: HashMap<u64, Owner> = HashMap::with_max_entries(1024, 0);

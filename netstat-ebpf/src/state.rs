@@ -194,7 +194,7 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &Ker
     // The socket's entry, looked up once for the whole transition.
     let entry = OWNERS.get_ptr_mut(&sk);
     if let Some(p) = entry {
-        if unsafe { (*p).flags } & (PENDING_SYN_RECV | ACCEPT_PENDING) != 0 {
+        if unsafe { (*p).flags } & PENDING_SYN_RECV != 0 || unsafe { (*p).accept_due } != 0 {
             flush_pending(sk, unsafe { &mut *p }, cookie, &tuple, netns);
         }
     }
@@ -313,9 +313,6 @@ fn listen_stopped(netns: u32, port: u16) {
 /// `Owner::flags` bit, never in an event: this socket's LISTEN -> SYN_RECV
 /// is still to be reported (see on_transition). Its time is `start_ns`.
 pub(crate) const PENDING_SYN_RECV: u32 = 1 << 16;
-/// `Owner::flags` bit, never in an event: an accept of this socket waits in
-/// `ACCEPT_DUE` for the socket's cookie (accept.rs).
-pub(crate) const ACCEPT_PENDING: u32 = 1 << 17;
 
 /// Report what waited for this socket's next transition: a deferred
 /// LISTEN -> SYN_RECV with the tuple known now (in the listener's owner's
@@ -326,7 +323,7 @@ pub(crate) const ACCEPT_PENDING: u32 = 1 << 17;
 pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     let Some(p) = OWNERS.get_ptr_mut(&sk) else { return };
     let owner = unsafe { &mut *p };
-    if owner.flags & (PENDING_SYN_RECV | ACCEPT_PENDING) != 0 {
+    if owner.flags & PENDING_SYN_RECV != 0 || owner.accept_due != 0 {
         flush_pending(sk, owner, cookie, tuple, netns);
     }
 }
@@ -346,8 +343,8 @@ fn flush_pending(sk: u64, owner: &mut Owner, cookie: u64, tuple: &Tuple, netns: 
             emit(owner, &b);
         }
     }
-    if owner.flags & ACCEPT_PENDING != 0 {
-        owner.flags &= !ACCEPT_PENDING;
+    if owner.accept_due != 0 {
+        owner.accept_due = 0;
         let Some(a) = (unsafe { ACCEPT_DUE.get(&sk) }) else { return };
         let start = owner.start_ns;
         *owner = *a;
@@ -444,7 +441,8 @@ fn resolve_owner(tr: &Transition, entry: Option<&Owner>, out: &mut Owner) -> u32
                 if e.cookie == 0 {
                     out.cookie = cookie;
                 }
-                out.flags = flags::OWNER_CAPTURED | (e.flags & (PENDING_SYN_RECV | ACCEPT_PENDING));
+                out.flags = flags::OWNER_CAPTURED | (e.flags & PENDING_SYN_RECV);
+                out.accept_due = e.accept_due;
                 if new != CLOSE && e.tgid != out.tgid {
                     remember(sk, out);
                 }

@@ -41,7 +41,7 @@ pub fn listeners(ebpf: &mut Ebpf, conns: &[Connection], netns: u32) -> anyhow::R
             pid_start_ns: start_ns,
             cookie: 0,
             creator_tgid: o.pid,
-            _pad: 0,
+            accept_due: 0,
             creator_start_ns: start_ns,
             creator_comm: comm,
         };
