@@ -52,8 +52,6 @@ fn tcp_cookies(addr: &str) {
     let out = ns.load(&[
         "pair", "--server-name", &srv, "--client-name", &cli, "--addr", addr, "--count", &N.to_string(), "--cookies",
     ]);
-    // The client closes first: its ends are in TIME_WAIT now, for 60 s.
-    let tw = time_wait_cookies(&ns);
     let client_pid = out.iter().find(|v| v["role"] == "client").map(pid_of).expect("client line");
     let conns: Vec<&Value> = out.iter().filter(|v| v.get("conn").is_some()).collect();
     let accepted: HashMap<(String, String), u64> = out
@@ -70,6 +68,10 @@ fn tcp_cookies(addr: &str) {
         })
     };
     stream.wait_for(Duration::from_secs(10), all_closed);
+    // The client closes first: once both ends are CLOSED, the client's are
+    // TIME_WAIT sockets, for 60 s (read only now: a slow guest may still be
+    // processing the server's FIN when netstat-load is done).
+    let tw = time_wait_cookies(&ns);
     // Only the namespace's events: a busy host may have the same 4-tuples.
     let inum = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/run/netns/{}", ns.name)).expect("netns file"));
     let events: Vec<Value> = stream.stop().into_iter().filter(|e| e["netns"].as_u64() == Some(inum)).collect();
