@@ -59,8 +59,7 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     fill_current(owner, t);
     owner.cookie = cookie;
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
-    let prev = crate::state::entry_of(sk, cookie);
-    if let Some(prev) = prev {
+    if let Some(prev) = crate::state::entry_of(sk, cookie) {
         owner.start_ns = prev.start_ns;
     }
     owner.flags = flags::OWNER_CAPTURED;

@@ -72,8 +72,8 @@ static UDP_UNBOUND: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 /// `PENDING_SYN_RECV`): the entry's removal decides which of two CPUs that
 /// see the socket at once (its accept and its ESTABLISHED) reports it, so
 /// it is reported once. Only kernels that fire that transition before the
-/// child's tuple is set (6.1) make entries; each goes at the report, or at
-/// the socket's destruction.
+/// child's tuple is set (6.1, 6.12) make entries; each goes at the report,
+/// or at the socket's destruction.
 #[map]
 static SYN_RECV_DUE: HashMap<u64, u8> = HashMap::with_max_entries(8192, 0);
 

@@ -314,11 +314,8 @@ fn listen_stopped(netns: u32, port: u16) {
 /// is still to be reported (see on_transition). Its time is `start_ns`.
 pub(crate) const PENDING_SYN_RECV: u32 = 1 << 16;
 
-/// Report what waited for this socket's next transition: a deferred
-/// LISTEN -> SYN_RECV with the tuple known now (in the listener's owner's
-/// name), then a deferred accept with the cookie known now (the acceptor
-/// becomes the entry's holder). Not inlined: its frame is a sibling of the
-/// others (see `report`).
+/// Report what waited for this socket's next transition (see
+/// `flush_pending`), for callers that have not looked its entry up.
 #[inline(always)]
 pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     let Some(p) = OWNERS.get_ptr_mut(&sk) else { return };
@@ -328,7 +325,11 @@ pub fn flush_pending_syn_recv(sk: u64, cookie: u64, tuple: &Tuple, netns: u32) {
     }
 }
 
-/// `flush_pending_syn_recv` on the entry already looked up.
+/// What waited for this socket's next transition, on its entry `owner`: a
+/// deferred LISTEN -> SYN_RECV with the tuple known now (in the listener's
+/// owner's name), then a deferred accept with the cookie known now (the
+/// acceptor becomes the entry's holder). Not inlined: its frame is a
+/// sibling of the others (see `report`).
 #[inline(never)]
 fn flush_pending(sk: u64, owner: &mut Owner, cookie: u64, tuple: &Tuple, netns: u32) {
     if owner.flags & PENDING_SYN_RECV != 0 {
@@ -374,7 +375,14 @@ fn remember(sk: u64, owner: &Owner) {
 #[inline(always)]
 pub fn entry_of(sk: u64, cookie: u64) -> Option<&'static Owner> {
     let e = unsafe { OWNERS.get(&sk) }?;
-    (e.cookie == 0 || cookie == 0 || e.cookie == cookie).then_some(e)
+    is_own(e, cookie).then_some(e)
+}
+
+/// Whether entry `e` is the socket's with cookie `cookie`, not one left by
+/// a socket whose memory it reuses (0 on either side: not known).
+#[inline(always)]
+fn is_own(e: &Owner, cookie: u64) -> bool {
+    e.cookie == 0 || cookie == 0 || e.cookie == cookie
 }
 
 /// What `resolve_owner` needs of a transition, passed by reference (a
@@ -429,8 +437,7 @@ fn resolve_owner(tr: &Transition, entry: Option<&Owner>, out: &mut Owner) -> u32
         }
         return flags::OWNER_NONE;
     }
-    // An entry left by a socket whose memory `sk` reuses is not its own.
-    let entry = entry.filter(|e| e.cookie == 0 || cookie == 0 || e.cookie == cookie);
+    let entry = entry.filter(|e| is_own(e, cookie));
     // A task acting on the socket (close, shutdown, connect, the backlog of
     // its own call) holds it now: it becomes the holder, the creator stays.
     if acting_on(sk, old, new, &o) {

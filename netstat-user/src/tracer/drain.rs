@@ -123,14 +123,18 @@ fn run(opts: TracerOptions, tx: UnboundedSender<Msg>, mut requests: UnboundedRec
         return;
     }
     rt.block_on(async move {
-        let mut batch = Vec::with_capacity(super::BATCH);
+        // Hand the batch over (it leaves an empty one, grown as records
+        // come: most batches between two polls are small); false once the
+        // consumer is gone.
+        let hand_over = |batch: &mut Vec<Record>| batch.is_empty() || tx.send(Msg::Batch(std::mem::take(batch))).is_ok();
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 req = requests.recv() => {
                     let Some(seq) = req else { return };
                     loop {
                         let more = tracer.finish(&mut batch);
-                        if !batch.is_empty() && tx.send(Msg::Batch(std::mem::replace(&mut batch, Vec::with_capacity(super::BATCH)))).is_err() {
+                        if !hand_over(&mut batch) {
                             return;
                         }
                         if !more {
@@ -148,7 +152,7 @@ fn run(opts: TracerOptions, tx: UnboundedSender<Msg>, mut requests: UnboundedRec
                     }
                 }
             }
-            if !batch.is_empty() && tx.send(Msg::Batch(std::mem::replace(&mut batch, Vec::with_capacity(super::BATCH)))).is_err() {
+            if !hand_over(&mut batch) {
                 return;
             }
         }

@@ -29,10 +29,11 @@ pub fn ensure_host_packages() -> Result<()> {
     if !is_static_elf(Path::new("/bin/busybox")) {
         missing.push("busybox-static");
     }
-    // The guests' copies of the tools the tests run (initramfs.rs HOST_TOOLS).
-    for (tool, pkg) in [("bpftool", "bpftool"), ("ss", "iproute2"), ("ip", "iproute2"), ("setpriv", "util-linux"), ("capsh", "libcap2-bin")] {
-        if !on_path(tool) && !missing.contains(&pkg) {
-            missing.push(pkg);
+    // The guests' copies of the tools the tests run (initramfs.rs HOST_TOOLS),
+    // by the packages the test command installs them from.
+    for (tool, pkg) in crate::bootstrap::TEST_COMMANDS.iter().filter(|(t, _)| super::initramfs::HOST_TOOLS.contains(t)) {
+        if !on_path(tool) && !missing.contains(pkg) {
+            missing.push(*pkg);
         }
     }
     if missing.is_empty() {

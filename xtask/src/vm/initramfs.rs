@@ -16,7 +16,7 @@ use super::{cpio::Cpio, host::which, kernel::Kernel, options::Options, static_bu
 /// Host tools the tests run beside netstat, copied in (at their host paths,
 /// with their shared libraries) when present: busybox has no `ip netns`,
 /// bpftool, ss, setpriv or capsh.
-const HOST_TOOLS: &[&str] = &["bash", "ip", "ss", "bpftool", "setpriv", "capsh"];
+pub const HOST_TOOLS: &[&str] = &["bash", "ip", "ss", "bpftool", "setpriv", "capsh"];
 
 // The busybox applets live in their own directory, last on PATH: installed
 // into /bin they would replace /bin/netstat with busybox's own netstat.

@@ -35,7 +35,8 @@ integration tests in an initramfs (--exec runs a command there instead). Kernels
 (default <workspace>/.vmcache). TEST-ARGS go to every test binary (no spaces).
 Default backends: auto and tracepoint, or the comma-separated list in $NETSTAT_VM_BACKENDS.
 Test binaries that use tests/support (NETSTAT_TEST_BACKEND) run under every
-backend; the others once per kernel.";
+backend, unless they say `//! vm: one backend (REASON)`; the others once per
+kernel. `//! vm: host only (REASON)` keeps a test binary out of the guests.";
 
 pub fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
