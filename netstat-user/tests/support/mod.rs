@@ -1,6 +1,7 @@
 //! Shared helpers for the kernel tests: run the real `netstat --stream
 //! --json` and the `netstat-load` workload, collect and filter events.
 #![allow(dead_code)]
+pub mod ftrace;
 pub mod loss;
 pub mod maps;
 pub mod postgres;
