@@ -42,7 +42,13 @@ fn run_pair(addr: &str, count: usize) {
     stream.wait_for(Duration::from_secs(10), all_closed);
     let events = stream.stop();
 
+    // Short-lived: gone long before any poller of /proc or sock_diag looks
+    // again (netstat -c and ss loops poll each second). 20 ms, not 1: a
+    // guest under emulation (the 6.1 VM in CI) takes over 1 ms between
+    // connect() returning and close().
+    const SHORT_NS: i64 = 20_000_000;
     let mut short_lived = 0;
+    let mut shortest = i64::MAX;
     for c in &conns {
         // Client end: runs in the client's syscalls and in softirq.
         let client = for_tuple(&events, &c.local, &c.remote);
@@ -71,7 +77,9 @@ fn run_pair(addr: &str, count: usize) {
             c.local, c.remote, closest(&events, &c.remote)
         );
         // Lived from ESTABLISHED to the close() (FIN_WAIT_1), by kernel time.
-        if ns_of(client[1]) - ns_of(client[0]) < 1_000_000 {
+        let lived = ns_of(client[1]) - ns_of(client[0]);
+        shortest = shortest.min(lived);
+        if lived < SHORT_NS {
             short_lived += 1;
         }
 
@@ -99,7 +107,12 @@ fn run_pair(addr: &str, count: usize) {
         let syn = server.iter().find(|e| e["new_state"] == "SYN_RECEIVED").unwrap();
         assert_eq!(syn["owner_source"], "listener", "pre-accept owner should come from the listener: {syn}");
     }
-    assert!(short_lived > 0, "no connection lived under 1 ms; the test did not cover short-lived connections");
+    assert!(
+        short_lived > 0,
+        "no connection lived under {} ms (the shortest {} us); the test did not cover short-lived connections",
+        SHORT_NS / 1_000_000,
+        shortest / 1000
+    );
 }
 
 /// Nanoseconds within the day of an RFC 3339 `time` (tests span no midnight).
