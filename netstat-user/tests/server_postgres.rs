@@ -58,22 +58,19 @@ fn stream_names_the_backend_on_every_server_side_close() {
     for e in &closes {
         *by_transition.entry(transition(e)).or_default() += 1;
     }
-    let named_postmaster = closes
-        .iter()
-        .filter(|e| matches!(e["new_state"].as_str(), Some("FIN_WAIT_1" | "LAST_ACK")) && e["pid"] == postmaster)
-        .count();
-    let fin_or_last_ack = closes.iter().filter(|e| matches!(e["new_state"].as_str(), Some("FIN_WAIT_1" | "LAST_ACK"))).count();
+    // FIN_WAIT_1 and LAST_ACK are made only in the closing task's syscall.
+    let by_syscall = |e: &Value| matches!(e["new_state"].as_str(), Some("FIN_WAIT_1" | "LAST_ACK"));
+    let named_postmaster = closes.iter().filter(|e| by_syscall(e) && e["pid"] == postmaster).count();
+    let fin_or_last_ack = closes.iter().filter(|e| by_syscall(e)).count();
     let with_creator = closes.iter().filter(|e| e.get("creator_pid").is_some()).count();
-    // The tasks ftrace saw make this close, for the ones close() makes.
+    // The tasks ftrace saw make this change.
     let made_by = |e: &Value| -> Option<&Vec<u64>> {
         let key = (e["remote"]["port"].as_u64()?, e["old_state"].as_str()?.to_string(), e["new_state"].as_str()?.to_string());
         kernel.get(&key)
     };
-    let by_syscall = |e: &Value| matches!(e["new_state"].as_str(), Some("FIN_WAIT_1" | "LAST_ACK"));
-    let postmaster_last = closes
-        .iter()
-        .filter(|e| by_syscall(e) && e["pid"] == postmaster && made_by(e).is_some_and(|t| t.contains(&(postmaster as u64))))
-        .count();
+    // The postmaster let go last: the kernel made the close in its syscall.
+    let postmaster_made = |e: &Value| by_syscall(e) && made_by(e).is_some_and(|t| t.contains(&(postmaster as u64)));
+    let postmaster_last = closes.iter().filter(|e| e["pid"] == postmaster && postmaster_made(e)).count();
     let summary = format!(
         "pgbench made {} connections; {} tcp_state events on server port {port}, {} server-side closes {by_transition:?}; \
          {named_postmaster} of {fin_or_last_ack} FIN_WAIT_1/LAST_ACK name the postmaster {postmaster} \
@@ -94,16 +91,14 @@ fn stream_names_the_backend_on_every_server_side_close() {
         .iter()
         .filter_map(|e| {
             let mut why = Vec::new();
-            let tasks = made_by(e);
             if by_syscall(e) {
-                match tasks {
+                match made_by(e) {
                     None => why.push("ftrace saw no such change".to_string()),
                     Some(t) if !t.iter().any(|t| e["tid"] == *t) => why.push(format!("tid {} but ftrace's task was {t:?}", e["tid"])),
                     Some(_) => {}
                 }
             }
-            let postmaster_made_it = by_syscall(e) && tasks.is_some_and(|t| t.contains(&(postmaster as u64)));
-            if e["pid"] == postmaster && !postmaster_made_it {
+            if e["pid"] == postmaster && !postmaster_made(e) {
                 why.push("pid is the postmaster".to_string());
             } else if e["pid"].is_null() {
                 why.push("no pid".to_string());

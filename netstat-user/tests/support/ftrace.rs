@@ -14,7 +14,6 @@ const EVENT: &str = "events/sock/inet_sock_set_state";
 pub struct Change {
     /// The current task's ID (a thread ID; the PID of a one-thread process).
     pub tid: u32,
-    pub sport: u16,
     pub dport: u16,
     /// netstat's names (`LAST_ACK`, `FIN_WAIT_1`, `CLOSED`, ...).
     pub old: String,
@@ -49,7 +48,6 @@ fn parse(line: &str) -> Option<Change> {
     let field = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
     Some(Change {
         tid,
-        sport: field("sport")?.parse().ok()?,
         dport: field("dport")?.parse().ok()?,
         old: state_name(field("oldstate")?),
         new: state_name(field("newstate")?),
