@@ -1,9 +1,10 @@
 #![no_main]
-//! Every /proc and /etc text parser on the same arbitrary text.
+//! Every /proc and /etc text parser on the same arbitrary text, and the
+//! cgroup path and mountinfo readers on the same bytes.
 use libfuzzer_sys::fuzz_target;
 use netstat_user::{
     model::Proto,
-    sources::{proc, resolve},
+    sources::{cgroup, proc, resolve},
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -18,4 +19,15 @@ fuzz_target!(|data: &[u8]| {
     c.parse_flat(&text);
     let _ = resolve::parse_hosts(&text);
     let _ = resolve::parse_services(&text);
+    // Cgroup paths and mountinfo (raw bytes: neither need be UTF-8).
+    let _ = proc::mountinfo::cgroup2_root_in(&text);
+    if let Some(p) = cgroup::v2_path(data) {
+        let _ = cgroup::unit_of(p);
+        if let Some(c) = cgroup::container_of(p) {
+            assert_eq!(c.id.len(), 64);
+            assert!(c.short().len() <= c.runtime.len() + 13);
+        }
+    }
+    let _ = cgroup::unit_of(data);
+    let _ = cgroup::container_of(data);
 });

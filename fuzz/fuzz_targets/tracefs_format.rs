@@ -1,7 +1,7 @@
 #![no_main]
 //! tracefs format files with arbitrary content.
 use libfuzzer_sys::fuzz_target;
-use netstat_user::tracer::tracefs::{Format, unescape_mount};
+use netstat_user::{sources::proc::mountinfo::unescape as unescape_mount, tracer::tracefs::Format};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -105,8 +105,13 @@ pub struct Event {
     pub _pad: u32,
     pub creator_start_ns: u64,
     pub creator_comm: [u8; COMM_LEN],
+    /// The holder's lineage and place (`Owner::cgroup_id` and after).
+    pub cgroup_id: u64,
+    pub parent_tgid: u32,
+    pub ns_pid: u32,
+    pub parent_comm: [u8; COMM_LEN],
 }
-pub const EVENT_SIZE: usize = 176;
+pub const EVENT_SIZE: usize = 208;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 
 impl Event {
@@ -138,6 +143,10 @@ impl Event {
             _pad: 0,
             creator_start_ns: 0,
             creator_comm: [0; COMM_LEN],
+            cgroup_id: 0,
+            parent_tgid: 0,
+            ns_pid: 0,
+            parent_comm: [0; COMM_LEN],
         }
     }
 }
@@ -169,8 +178,19 @@ pub struct Owner {
     pub accept_due: u32,
     pub creator_start_ns: u64,
     pub creator_comm: [u8; COMM_LEN],
+    /// The holder's cgroup v2 id (`bpf_get_current_cgroup_id`: the inode
+    /// of its cgroup directory), 0 when unknown. Captured with the holder,
+    /// so it survives the process's exit.
+    pub cgroup_id: u64,
+    /// The holder's parent (`real_parent`'s process and its leader's
+    /// comm), 0 when unknown.
+    pub parent_tgid: u32,
+    /// The holder's PID in its own PID namespace (what `ps` shows in a
+    /// container), 0 when unknown.
+    pub ns_pid: u32,
+    pub parent_comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<Owner>() == 88);
+const _: () = assert!(core::mem::size_of::<Owner>() == 120);
 
 /// Key of `LISTENERS`: a listening port in one network namespace, as user
 /// space can compute it (the namespace's inode, the port), so listeners
@@ -194,7 +214,7 @@ pub struct Listener {
     pub owner: Owner,
     pub count: u64,
 }
-const _: () = assert!(core::mem::size_of::<Listener>() == 96);
+const _: () = assert!(core::mem::size_of::<Listener>() == 128);
 
 /// Value of `PENDING_UDP`, keyed by thread id: a UDP connect seen in the
 /// cgroup hook, completed at the connect syscall's exit.
@@ -262,6 +282,16 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     pub task_comm: u32,
     pub task_start_boottime: u32,
+    /// The holder's parent and its PID in its own namespace:
+    /// `task_struct.real_parent`, `.tgid`, `.thread_pid`; `pid.level`,
+    /// `pid.numbers`; `upid.nr` and `struct upid`'s size.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_nr: u32,
+    pub upid_size: u32,
     /// `io_kiocb.opcode` (1 byte) and `io_accept.file_slot` (4 bytes; the
     /// accept's command data sits at the start of its `io_kiocb`), for the
     /// io_uring completion hook.
@@ -271,7 +301,7 @@ pub struct KernelOffsets {
     pub io_complete_req: u32,
     pub io_complete_res: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 33 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
@@ -306,6 +336,13 @@ impl KernelOffsets {
             task_group_leader: u,
             task_comm: u,
             task_start_boottime: u,
+            task_real_parent: u,
+            task_tgid: u,
+            task_thread_pid: u,
+            pid_level: u,
+            pid_numbers: u,
+            upid_nr: u,
+            upid_size: u,
             io_kiocb_opcode: u,
             io_accept_file_slot: u,
             io_complete_req: u,

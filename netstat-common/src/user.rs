@@ -70,7 +70,12 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Event, bytes_received), 120);
         // The holder's start and the creator came after it.
         assert_eq!(core::mem::offset_of!(Event, pid_start_ns), 136);
-        assert_eq!(core::mem::offset_of!(Event, creator_comm), EVENT_SIZE - 16);
+        assert_eq!(core::mem::offset_of!(Event, creator_comm), 160);
+        // The holder's cgroup, parent and namespace PID came after that.
+        assert_eq!(core::mem::offset_of!(Event, cgroup_id), 176);
+        assert_eq!(core::mem::offset_of!(Event, parent_tgid), 184);
+        assert_eq!(core::mem::offset_of!(Event, ns_pid), 188);
+        assert_eq!(core::mem::offset_of!(Event, parent_comm), EVENT_SIZE - 16);
     }
 
     #[test]
@@ -81,6 +86,8 @@ mod tests {
         // creator (136) are short now.
         assert_eq!(Event::try_from(&e.as_bytes()[..128]), Err(DecodeError::Short(128)));
         assert_eq!(Event::try_from(&e.as_bytes()[..136]), Err(DecodeError::Short(136)));
+        // And those before the holder's cgroup and parent (176).
+        assert_eq!(Event::try_from(&e.as_bytes()[..176]), Err(DecodeError::Short(176)));
         assert_eq!(Event::try_from(&[][..]), Err(DecodeError::Short(0)));
     }
 

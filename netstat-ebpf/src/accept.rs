@@ -56,10 +56,11 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let t = now();
     let Some(frame) = Frame::enter() else { return Ok(()) };
     let owner = frame.owner();
-    fill_current(owner, t);
+    let prev = crate::state::entry_of(sk, cookie);
+    fill_current(owner, t, prev);
     owner.cookie = cookie;
     // Keep when the connection started (its SYN_RECV), not when it was accepted.
-    if let Some(prev) = crate::state::entry_of(sk, cookie) {
+    if let Some(prev) = prev {
         owner.start_ns = prev.start_ns;
     }
     owner.flags = flags::OWNER_CAPTURED;

@@ -2,8 +2,8 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
 };
 use netstat_common::{Event, Owner, lost};
@@ -23,13 +23,16 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 #[inline(always)]
 pub fn current_owner(now: u64) -> Owner {
     let mut o = NO_OWNER;
-    fill_current(&mut o, now);
+    fill_current(&mut o, now, None);
     o
 }
 
 /// `current_owner` written in place (no copy on the caller's stack).
+/// `known`: the socket's entry, whose parent and namespace PID are reused
+/// when it names the same process (they are read again only when the
+/// holder changes).
 #[inline(always)]
-pub fn fill_current(out: &mut Owner, now: u64) {
+pub fn fill_current(out: &mut Owner, now: u64, known: Option<&Owner>) {
     let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -50,6 +53,38 @@ pub fn fill_current(out: &mut Owner, now: u64) {
     out.accept_due = 0;
     out.creator_start_ns = out.pid_start_ns;
     out.creator_comm = out.comm;
+    out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    match known {
+        Some(k) if k.tgid == tgid && k.pid_start_ns == out.pid_start_ns && k.ns_pid != 0 => {
+            out.parent_tgid = k.parent_tgid;
+            out.ns_pid = k.ns_pid;
+            out.parent_comm = k.parent_comm;
+        }
+        _ => fill_lineage(out, leader),
+    }
+}
+
+/// The parent (`real_parent`, as /proc/PID/stat's ppid names it) and the
+/// PID in the task's own PID namespace (`thread_pid->numbers[level].nr`,
+/// the last NSpid of /proc/PID/status) of thread-group leader `leader`.
+#[inline(always)]
+fn fill_lineage(out: &mut Owner, leader: u64) {
+    let o = offsets();
+    out.parent_tgid = 0;
+    out.ns_pid = 0;
+    out.parent_comm = [0; 16];
+    if let Ok(parent) = read::<u64>(leader, o.task_real_parent) {
+        out.parent_tgid = read(parent, o.task_tgid).unwrap_or(0);
+        let pleader: u64 = read(parent, o.task_group_leader).unwrap_or(parent);
+        out.parent_comm = read(pleader, o.task_comm).unwrap_or([0; 16]);
+    }
+    let Ok(pid) = read::<u64>(leader, o.task_thread_pid) else { return };
+    let Ok(level) = read::<u32>(pid, o.pid_level) else { return };
+    if o.pid_numbers == u32::MAX || o.upid_nr == u32::MAX || o.upid_size == u32::MAX || level > 32 {
+        return;
+    }
+    let at = o.pid_numbers as u64 + level as u64 * o.upid_size as u64 + o.upid_nr as u64;
+    out.ns_pid = read(pid, at as u32).unwrap_or(0);
 }
 
 /// Whether the task on the CPU is a kernel thread (a kworker doing a
@@ -170,6 +205,10 @@ pub fn emit(owner: &Owner, b: &Body) {
         (*ev)._pad = 0;
         (*ev).creator_start_ns = owner.creator_start_ns;
         (*ev).creator_comm = owner.creator_comm;
+        (*ev).cgroup_id = owner.cgroup_id;
+        (*ev).parent_tgid = owner.parent_tgid;
+        (*ev).ns_pid = owner.ns_pid;
+        (*ev).parent_comm = owner.parent_comm;
     }
     // Batched wake-ups: only when enough is waiting; user space also polls.
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
@@ -198,4 +237,8 @@ pub const NO_OWNER: Owner = Owner {
     accept_due: 0,
     creator_start_ns: 0,
     creator_comm: [0; 16],
+    cgroup_id: 0,
+    parent_tgid: 0,
+    ns_pid: 0,
+    parent_comm: [0; 16],
 };

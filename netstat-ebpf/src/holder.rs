@@ -60,7 +60,7 @@ fn on_data(sk: u64) {
     let t = now();
     let Some(frame) = Frame::enter() else { return };
     let owner = frame.owner();
-    fill_current(owner, t);
+    fill_current(owner, t, entry.map(|p| unsafe { &*p }));
     match entry {
         Some(p) => {
             let prev = unsafe { &mut *p };

@@ -416,7 +416,7 @@ fn resolve_owner(tr: &Transition, entry: Option<&Owner>, out: &mut Owner) -> u32
         if current_is_kthread() {
             return flags::OWNER_NONE;
         }
-        fill_current(out, t);
+        fill_current(out, t, None);
         out.cookie = cookie;
         remember(sk, out);
         return flags::OWNER_CURRENT;
@@ -441,7 +441,7 @@ fn resolve_owner(tr: &Transition, entry: Option<&Owner>, out: &mut Owner) -> u32
     // A task acting on the socket (close, shutdown, connect, the backlog of
     // its own call) holds it now: it becomes the holder, the creator stays.
     if acting_on(sk, old, new, &o) {
-        fill_current(out, t);
+        fill_current(out, t, entry);
         match entry {
             Some(e) => {
                 keep_creator(out, e);

@@ -16,7 +16,8 @@ use netstat_common::{AF_INET, AF_INET6, IPPROTO_UDP, PendingUdp, flags, kind, lo
 
 use crate::{
     PENDING_UDP, UDP_UNBOUND,
-    emit::{Body, count_lost, current_owner, emit, now},
+    emit::{Body, count_lost, current_owner, emit, fill_current, now},
+    scratch::Frame,
     sock::{Tuple, net_of, offsets, read_tuple},
 };
 
@@ -229,15 +230,20 @@ pub fn complete_connect(p: &PendingUdp, ret: i64) -> Result<(), i64> {
     let o = offsets();
     let tuple = read_tuple(p.sock, &o)?;
     let t = now();
-    let owner = current_owner(t);
+    // In the per-CPU scratch, not on the stack: the io_uring completion
+    // hook calls this beside its own frame.
+    let Some(frame) = Frame::enter() else { return Ok(()) };
+    let owner = frame.owner();
+    fill_current(owner, t, None);
+    let owner = &*owner;
     if p.flags & flags::IMPLICIT_BIND != 0 && tuple.sport != 0 {
         let mut bound = tuple;
         bound.dport = 0;
         bound.daddr = [0; 16];
-        emit(&owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, p.cookie, bound, t));
+        emit(owner, &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, p.sock, p.cookie, bound, t));
     }
     if ret == 0 {
-        emit(&owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, p.cookie, tuple, t));
+        emit(owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, p.cookie, tuple, t));
     }
     Ok(())
 }

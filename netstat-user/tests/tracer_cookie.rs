@@ -47,7 +47,8 @@ fn tcp_cookies(addr: &str) {
     // A namespace of our own: its TIME_WAIT sockets are ours alone, and its
     // TIME_WAIT table is not full of a busy host's.
     let ns = Netns::new("cookie");
-    let stream = Stream::start(&[]);
+    // The stream runs in ours, the connections in theirs.
+    let stream = Stream::start(&["--all-namespaces"]);
     let (srv, cli) = (name("ksrv"), name("kcli"));
     let out = ns.load(&[
         "pair", "--server-name", &srv, "--client-name", &cli, "--addr", addr, "--count", &N.to_string(), "--cookies",

@@ -22,7 +22,7 @@ use support::*;
 fn tiny_ring_reports_losses() {
     let ns = Netns::new("tiny");
     let netns = ns.inode();
-    let stream = Stream::start(&["--ring-size", "4096"]);
+    let stream = Stream::start(&["--ring-size", "4096", "--all-namespaces"]);
     let (srv, cli) = (name("lsrv"), name("lcli"));
     let count = 400;
     let out = ns.load(&[
@@ -61,8 +61,8 @@ fn tiny_ring_reports_losses() {
 }
 
 /// Bytes one event takes in the BPF ring: an 8-byte record header and the
-/// 136-byte event, rounded to 8.
-const RING_RECORD: u64 = 8 + 136;
+/// A ring record: an 8-byte header and the 208-byte event.
+const RING_RECORD: u64 = 8 + 208;
 
 /// A stream whose consumer is stopped (SIGSTOP) while `count` connections
 /// happen in a namespace of the test's own, then resumed and stopped:
@@ -70,7 +70,7 @@ const RING_RECORD: u64 = 8 + 136;
 fn with_stopped_consumer(ring: u64, count: usize) -> (std::process::ExitStatus, Vec<Value>, String, loss::PairAccount) {
     let ns = Netns::new("fol");
     let netns = ns.inode();
-    let stream = Stream::start(&["--ring-size", &ring.to_string(), "--fail-on-loss"]);
+    let stream = Stream::start(&["--ring-size", &ring.to_string(), "--fail-on-loss", "--all-namespaces"]);
     stream.signal(libc::SIGSTOP);
     let (srv, cli) = (name("fsrv"), name("fcli"));
     let out = ns.load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", &count.to_string(), "--timestamps", "--cookies"]);
@@ -86,8 +86,8 @@ fn with_stopped_consumer(ring: u64, count: usize) -> (std::process::ExitStatus, 
 }
 
 /// `--fail-on-loss` exits 3 exactly when events were lost, made certain:
-/// with the smallest ring (4096 bytes: 28 events) and its consumer stopped,
-/// 30 connections (330 events) cannot fit, so at least 330 - 28 are lost
+/// with the smallest ring (4096 bytes: 18 events) and its consumer stopped,
+/// 30 connections (330 events) cannot fit, so at least 330 - 18 are lost
 /// whatever else the machine does; with an 8 MiB ring the same scene loses
 /// nothing, and every one of our events arrives.
 #[test]

@@ -122,4 +122,8 @@ pub struct Config {
     pub pid: Option<u32>,
     pub proc_root: PathBuf,
     pub sys_root: PathBuf,
+    /// Where container runtimes keep their state (`/`), for names.
+    pub runtime_root: PathBuf,
+    /// --all-namespaces: every network namespace, not only ours.
+    pub all_namespaces: bool,
 }

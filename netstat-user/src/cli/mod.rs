@@ -107,6 +107,9 @@ pub struct Cli {
     /// Only this process's connections (displays, INTERVAL, --stream)
     #[arg(long = "pid", value_name = "PID")]
     pub pid: Option<u32>,
+    /// Every network namespace on the host, not only netstat's own (needs CAP_SYS_ADMIN to enter them); the table adds a Namespace column
+    #[arg(long = "all-namespaces")]
+    pub all_namespaces: bool,
     /// Print the version, git revision and the kernel features found, then exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -119,6 +122,9 @@ pub struct Cli {
     /// Root of sysfs (for tests)
     #[arg(long = "sys-root", value_name = "DIR", default_value = "/sys", hide = true)]
     pub sys_root: std::path::PathBuf,
+    /// Root under which the container runtimes' state is read, for container names (for tests)
+    #[arg(long = "runtime-root", value_name = "DIR", default_value = "/", hide = true)]
+    pub runtime_root: std::path::PathBuf,
     /// Redisplay every INTERVAL seconds
     #[arg(value_name = "INTERVAL")]
     pub interval: Option<String>,
@@ -254,6 +260,11 @@ impl Cli {
             return Err(UsageError("--delta needs an INTERVAL and -e or -s: it shows how their counters changed between displays".into()));
         }
         check_pid(self.pid, &mode)?;
+        if self.all_namespaces && matches!(mode, Mode::Info { .. } | Mode::ProbeReport | Mode::Version | Mode::Generate(_)) {
+            return Err(UsageError(
+                "--all-namespaces selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report".into(),
+            ));
+        }
         Ok(Config {
             mode,
             all: self.all || self.listening,
@@ -281,6 +292,8 @@ impl Cli {
             pid: self.pid,
             proc_root: self.proc_root,
             sys_root: self.sys_root,
+            runtime_root: self.runtime_root,
+            all_namespaces: self.all_namespaces,
         })
     }
 }

@@ -110,6 +110,11 @@ impl SockEvent {
                 comm: Comm::new(&e.creator_comm),
                 pid_start: start_ticks(e.creator_start_ns),
             }),
+            parent: (e.parent_tgid != 0).then(|| Process { pid: e.parent_tgid, comm: Comm::new(&e.parent_comm), pid_start: None }),
+            ns_pid: (e.ns_pid != 0).then_some(e.ns_pid),
+            cgroup_id: (e.cgroup_id != 0).then_some(e.cgroup_id),
+            cgroup: None,
+            ancestors: None,
         });
         let lifetime = (e.flags & flags::HAS_LIFETIME != 0).then_some(Lifetime {
             duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
@@ -189,6 +194,23 @@ mod tests {
         assert_eq!(o.pid_start, Some(123));
         let c = o.creator.unwrap();
         assert_eq!((c.pid, c.comm.as_bytes(), c.pid_start), (7, &b"postgres"[..], Some(9)));
+        assert!(o.parent.is_none() && o.ns_pid.is_none() && o.cgroup_id.is_none());
+    }
+
+    #[test]
+    fn decodes_parent_namespace_pid_and_cgroup() {
+        let mut e = Event::zeroed();
+        e.kind = kind::TCP_STATE;
+        e.flags = flags::OWNER_CURRENT;
+        e.tgid = 300;
+        e.parent_tgid = 1;
+        e.parent_comm[..7].copy_from_slice(b"systemd");
+        e.ns_pid = 7;
+        e.cgroup_id = 4242;
+        let o = SockEvent::decode(&e).owner.unwrap();
+        let p = o.parent.unwrap();
+        assert_eq!((p.pid, p.comm.as_bytes()), (1, &b"systemd"[..]));
+        assert_eq!((o.ns_pid, o.cgroup_id), (Some(7), Some(4242)));
     }
 
     #[test]

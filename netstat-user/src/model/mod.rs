@@ -137,11 +137,69 @@ pub struct Owner {
     /// The process that created or accepted the socket, when known (the
     /// kernel saw it happen).
     pub creator: Option<Process>,
+    /// The holder's parent (pid and comm; its start is not known).
+    pub parent: Option<Process>,
+    /// The holder's PID in its own PID namespace (what `ps` shows there).
+    pub ns_pid: Option<u32>,
+    /// The holder's cgroup v2 id (the inode of its cgroup directory).
+    pub cgroup_id: Option<u64>,
+    /// What `cgroup_id` names, once resolved (`sources::cgroup`).
+    pub cgroup: Option<Arc<CgroupInfo>>,
+    /// -b -v: the parent, grandparent, ... up to the first outside the
+    /// holder's unit or container (read from /proc while they live).
+    pub ancestors: Option<Arc<[Process]>>,
+}
+
+/// A cgroup v2 and what it says the process is for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupInfo {
+    pub id: u64,
+    /// Relative to the cgroup v2 mount (`/system.slice/nginx.service`), as
+    /// /proc/PID/cgroup shows it; raw bytes (untrusted). None when the
+    /// cgroup was gone before it was resolved.
+    pub path: Option<Box<[u8]>>,
+    /// The innermost systemd unit on the path (`nginx.service`).
+    pub unit: Option<Box<str>>,
+    pub container: Option<Container>,
+}
+
+/// A container, as its cgroup path and its runtime's files name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// `docker`, `containerd`, `cri-o`, `podman`, or `cri` (a kubepods
+    /// container whose runtime the path does not say).
+    pub runtime: &'static str,
+    /// The full id (64 hex characters).
+    pub id: Box<str>,
+    /// Its name, where the runtime's own files on the host give it.
+    pub name: Option<Box<[u8]>>,
+    /// The Kubernetes pod's uid, for a kubepods path.
+    pub pod: Option<Box<str>>,
+}
+
+impl Container {
+    /// `RUNTIME:ID12`, as -b and the Namespace column show it.
+    pub fn short(&self) -> String {
+        format!("{}:{}", self.runtime, &self.id[..self.id.len().min(12)])
+    }
 }
 
 impl Owner {
     pub fn new(pid: u32, comm: Comm, source: OwnerSource) -> Owner {
-        Owner { pid, tid: None, comm, pid_start: None, exe: None, source, creator: None }
+        Owner {
+            pid,
+            tid: None,
+            comm,
+            pid_start: None,
+            exe: None,
+            source,
+            creator: None,
+            parent: None,
+            ns_pid: None,
+            cgroup_id: None,
+            cgroup: None,
+            ancestors: None,
+        }
     }
 
     /// The same process as `other` (start times compared where both know theirs).

@@ -12,23 +12,47 @@ use crate::{
     cli::config::{Config, Mode, StatsProto},
     model::{Connection, Proto},
     render,
-    sources::{delta, info, netlink::DumpSpec, owners::ProcFdScan, resolve::Resolver, snapshot},
+    sources::{
+        cgroup::Cgroups,
+        delta, info,
+        netlink::DumpSpec,
+        netns::Labels,
+        owners::{self, ProcFdScan},
+        resolve::Resolver,
+        snapshot,
+    },
 };
 
-/// The sockets a display shows, owners filled when -o/-b/--json ask for them.
-pub fn connections(cfg: &Config) -> anyhow::Result<Vec<Connection>> {
-    let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
-    let ns = crate::sources::netns_inode(&cfg.proc_root);
-    for c in &mut conns {
-        c.id.netns = ns;
-    }
+/// The sockets a display shows, owners filled when -o/-b/--json ask for
+/// them, and (--all-namespaces) the labels of the namespaces they are in.
+pub fn connections(cfg: &Config) -> anyhow::Result<(Vec<Connection>, Option<Labels>)> {
+    let (mut conns, labels) = if cfg.all_namespaces {
+        let (conns, spaces) = snapshot::all_namespaces(cfg).context("reading sockets")?;
+        let mut labels = Labels::default();
+        labels.extend(&spaces);
+        (conns, Some(labels))
+    } else {
+        let mut conns = snapshot::snapshot(cfg).context("reading sockets")?;
+        let ns = crate::sources::netns_inode(&cfg.proc_root);
+        for c in &mut conns {
+            c.id.netns = ns;
+        }
+        (conns, None)
+    };
     if cfg.owner || cfg.executable || cfg.json || cfg.pid.is_some() {
         // Only rows that will be shown need an owner.
         conns.retain(|c| render::connections::wanted(c, cfg));
-        ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut conns, cfg.executable || cfg.json);
+        let details = cfg.executable || cfg.json;
+        let mut cgroups = Cgroups::new(&cfg.proc_root, &cfg.runtime_root);
+        ProcFdScan { proc_root: cfg.proc_root.clone() }.fill_with(&mut conns, details, details.then_some(&mut cgroups));
+        if cfg.executable && cfg.verbose {
+            for o in conns.iter_mut().filter_map(|c| c.owner.as_mut()) {
+                owners::fill_ancestors(&cfg.proc_root, o, &mut cgroups);
+            }
+        }
     }
     conns.retain(|c| cfg.pid_matches(c.owner.as_ref().map(|o| o.pid)));
-    Ok(conns)
+    Ok((conns, labels))
 }
 
 /// Display once, or every INTERVAL seconds until interrupted.
@@ -59,8 +83,8 @@ pub fn render(cfg: &Config, names: Option<&Resolver>, previous: &mut Previous, w
     match cfg.mode {
         Mode::Info { route, statistics, ethernet } => render_info(cfg, route, statistics, ethernet, names, previous, w),
         _ => {
-            let conns = connections(cfg)?;
-            render::connections::write(&conns, cfg, names, w)?;
+            let (conns, labels) = connections(cfg)?;
+            render::connections::write(&conns, cfg, names, labels.as_ref(), w)?;
             Ok(())
         }
     }
@@ -133,7 +157,8 @@ fn render_info(
             // -p names a protocol's connections too: netstat -s -p tcp
             // follows the statistics with that protocol's table.
             if matches!(cfg.stats_proto, Some(StatsProto::Tcp | StatsProto::TcpV6 | StatsProto::Udp | StatsProto::UdpV6)) {
-                render::connections::write(&connections(cfg)?, cfg, names, w)?;
+                let (conns, labels) = connections(cfg)?;
+                render::connections::write(&conns, cfg, names, labels.as_ref(), w)?;
             }
         }
         previous.sections = Some(sections.clone());
@@ -179,7 +204,7 @@ mod tests {
             owner: Some(Owner::new(4242, Comm::new(b"server\x1b"), OwnerSource::Captured)),
         };
         let mut out = Vec::new();
-        render::connections::write(&[conn], &cfg, None, &mut out).unwrap();
+        render::connections::write(&[conn], &cfg, None, None, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "\nActive Connections\n\n  Proto  Local Address          Foreign Address        State           PID\n  \

@@ -21,7 +21,8 @@ use crate::{
     model::{ClosedConnection, Connection, Owner, Proto, SockEvent, SockId},
     render,
     sources::{
-        self,
+        cgroup::Cgroups,
+        netns::Labels,
         owners::{self, ProcFdScan},
         resolve::Resolver,
         snapshot,
@@ -75,6 +76,9 @@ struct Live<'a> {
     cfg: &'a Config,
     table: Table,
     exes: ExeCache,
+    cgroups: Cgroups,
+    /// --all-namespaces: every namespace seen, labelled.
+    labels: Option<Labels>,
     names: Option<Resolver>,
     clock: i128,
     /// The kernel reports hand-offs between transitions (hook tcp_holder:
@@ -127,7 +131,14 @@ impl Live<'_> {
         let mut procs: HashMap<u32, Owner> = HashMap::new();
         for (id, inode) in lost {
             let holder = found.get(&inode).map(|&pid| {
-                procs.entry(pid).or_insert_with(|| owners::process(proc_root, pid, self.cfg.executable)).clone()
+                procs
+                    .entry(pid)
+                    .or_insert_with(|| {
+                        let mut o = owners::process(proc_root, pid, self.cfg.executable);
+                        owners::lineage(proc_root, &mut o, &mut self.cgroups);
+                        o
+                    })
+                    .clone()
             });
             if let Some(h) = &holder {
                 self.exes.insert(h);
@@ -168,8 +179,20 @@ impl Live<'_> {
         let mut closed_rows: Vec<ClosedConnection> =
             self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c) && pid(&c.conn.owner)).collect();
         closed_rows.sort_by_key(|c| c.closed_ns);
-        for o in conns.iter_mut().filter_map(|c| c.owner.as_mut()).chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())) {
+        let live_rows = conns.len();
+        let owners = conns.iter_mut().filter_map(|c| c.owner.as_mut());
+        for (i, o) in owners.chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())).enumerate() {
             self.exes.fill(o);
+            if o.cgroup.is_none()
+                && let Some(id) = o.cgroup_id
+            {
+                o.cgroup = Some(self.cgroups.resolve(&self.cfg.proc_root, id, o.pid));
+            }
+            // -b -v: the lineage of holders alive now (closed rows show the
+            // parent the kernel captured).
+            if self.cfg.executable && self.cfg.verbose && i < live_rows {
+                owners::fill_ancestors(&self.cfg.proc_root, o, &mut self.cgroups);
+            }
         }
         let t = &self.table;
         let display = render::live::LiveDisplay {
@@ -181,6 +204,7 @@ impl Live<'_> {
             lost_since_ns: t.lost_since_ns,
             lost_by_reason: &t.lost_by_reason,
             dropped: t.dropped,
+            labels: self.labels.as_ref(),
         };
         render::live::write(&display, self.cfg, self.names.as_ref(), w)?;
         w.flush()
@@ -231,8 +255,10 @@ async fn live_loop(cfg: &Config, tracer: &mut Drain) -> anyhow::Result<ExitCode>
     let mut live = Live {
         kernel_follows_sends,
         cfg,
-        table: Table::new(sources::netns_inode(&cfg.proc_root), cfg.max_rows),
+        table: Table::new(super::stream::own_netns(cfg).unwrap_or(0), cfg.max_rows),
         exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
+        cgroups: Cgroups::new(&cfg.proc_root, &cfg.runtime_root),
+        labels: cfg.all_namespaces.then(Labels::default),
         names: (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root)),
         clock: realtime_offset_ns(),
     };
@@ -246,9 +272,17 @@ async fn live_loop(cfg: &Config, tracer: &mut Drain) -> anyhow::Result<ExitCode>
         // then the snapshot's verdict on rows no event touched since it began.
         // Only the seed asks /proc for owners: after it, the kernel says.
         let started = monotonic_ns();
-        let mut snap = snapshot::with_cookies(cfg).context("reading sockets")?;
-        if !seeded && (cfg.owner || cfg.executable || cfg.pid.is_some()) {
-            ProcFdScan { proc_root: cfg.proc_root.clone() }.fill(&mut snap, cfg.executable);
+        let mut snap = if cfg.all_namespaces {
+            let (snap, spaces) = snapshot::all_namespaces(cfg).context("reading sockets")?;
+            if let Some(l) = &mut live.labels {
+                l.extend(&spaces);
+            }
+            snap
+        } else {
+            snapshot::with_cookies(cfg).context("reading sockets")?
+        };
+        if !seeded && (cfg.owner || cfg.executable || cfg.pid.is_some() || cfg.json) {
+            ProcFdScan { proc_root: cfg.proc_root.clone() }.fill_with(&mut snap, cfg.executable, Some(&mut live.cgroups));
             for o in snap.iter().filter_map(|c| c.owner.as_ref()) {
                 live.exes.insert(o);
             }

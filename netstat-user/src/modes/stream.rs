@@ -12,6 +12,7 @@ use crate::{
     cli::config::Config,
     escape::escape,
     model::SockEvent,
+    sources::cgroup::Cgroups,
     render::{json, stream as text},
     tracer::{Record, Tracer, TracerOptions, plan},
 };
@@ -33,6 +34,11 @@ struct Out<W: Write> {
     clock_offset_ns: i128,
     /// --pid: only that process's events (lost lines are everyone's).
     pid: Option<u32>,
+    /// Our network namespace's inode: other namespaces' events are left
+    /// out (None: --all-namespaces, or not known).
+    netns: Option<u32>,
+    cgroups: Cgroups,
+    proc_root: std::path::PathBuf,
 }
 
 impl<W: Write> Out<W> {
@@ -41,9 +47,17 @@ impl<W: Write> Out<W> {
         self.buf.clear();
         match rec {
             Record::Event(e) => {
-                let e = SockEvent::decode(e);
+                let mut e = SockEvent::decode(e);
                 if !self.pid_matches(e.owner.as_ref().map(|o| o.pid)) {
                     return Ok(false);
+                }
+                if self.netns.is_some_and(|n| e.id.netns != 0 && e.id.netns != n) {
+                    return Ok(false);
+                }
+                if let Some(o) = &mut e.owner
+                    && let Some(id) = o.cgroup_id
+                {
+                    o.cgroup = Some(self.cgroups.resolve(&self.proc_root, id, o.pid));
                 }
                 if self.json {
                     json::event(&mut self.buf, &e, self.clock_offset_ns, &mut self.clock);
@@ -71,6 +85,11 @@ impl<W: Write> Out<W> {
     }
 }
 
+/// The namespace a mode is limited to: ours, unless --all-namespaces.
+pub fn own_netns(cfg: &Config) -> Option<u32> {
+    (!cfg.all_namespaces).then(|| crate::sources::netns_inode(&cfg.proc_root)).filter(|&n| n != 0)
+}
+
 async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
     let opts = TracerOptions::from_config(cfg).with_listeners();
     let mut tracer = Tracer::start(&opts)?;
@@ -91,6 +110,9 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
         clock: json::Clock::default(),
         clock_offset_ns: tracer.clock_offset_ns,
         pid: cfg.pid,
+        netns: own_netns(cfg),
+        cgroups: Cgroups::new(&cfg.proc_root, &cfg.runtime_root),
+        proc_root: cfg.proc_root.clone(),
     };
     if !cfg.json {
         writeln!(out.w, "{}", text::TEXT_HEADER)?;

@@ -10,8 +10,8 @@ use super::{cell, json};
 use crate::{
     cli::config::Config,
     escape::{escape, escape_bytes},
-    model::{Connection, Proto, tcp_state_name},
-    sources::resolve::Resolver,
+    model::{Comm, Connection, Owner, Proto, tcp_state_name},
+    sources::{netns::Labels, resolve::Resolver},
 };
 
 const NO_OWNER: &str = " Can not obtain ownership information";
@@ -48,8 +48,9 @@ pub fn select<'a>(conns: &'a [Connection], cfg: &Config) -> Vec<&'a Connection> 
     rows
 }
 
-/// Write one connection display, text or JSON (one line).
-pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+/// Write one connection display, text or JSON (one line). `labels`
+/// (--all-namespaces) adds the Namespace column.
+pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, labels: Option<&Labels>, w: &mut impl Write) -> io::Result<()> {
     let rows = select(conns, cfg);
     if let Some(r) = names {
         // The text resolves only foreign addresses; JSON names both ends.
@@ -59,11 +60,11 @@ pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, w: &m
     if cfg.json {
         write_json(&rows, cfg, names, w)
     } else {
-        write_text(&rows, cfg, names, w)
+        write_text(&rows, cfg, names, labels, w)
     }
 }
 
-fn header(cfg: &Config) -> String {
+fn header(cfg: &Config, labels: Option<&Labels>) -> String {
     let mut h = String::from("  ");
     cell(&mut h, "Proto", 7);
     cell(&mut h, "Local Address", 23);
@@ -73,10 +74,20 @@ fn header(cfg: &Config) -> String {
         cell(&mut h, "PID", 9);
     }
     if cfg.offload {
-        h.push_str("Offload State");
+        cell(&mut h, "Offload State", 16);
+    }
+    if labels.is_some() {
+        h.push_str("Namespace");
     }
     h.truncate(h.trim_end().len());
     h
+}
+
+/// The trailing Namespace cell (--all-namespaces): after Windows' columns,
+/// two spaces apart, so their parsers still read the row.
+pub fn namespace_cell(line: &mut String, c: &Connection, labels: &Labels) {
+    line.push_str("  ");
+    line.push_str(&escape(&labels.of(c.id.netns)));
 }
 
 /// `s` left-aligned in `width`; a longer `s` is kept whole (the separator
@@ -123,9 +134,9 @@ pub fn pid_cell(c: &Connection) -> u32 {
     c.owner.as_ref().map_or(0, |o| o.pid)
 }
 
-pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, labels: Option<&Labels>, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "\nActive Connections\n")?;
-    writeln!(w, "{}", header(cfg))?;
+    writeln!(w, "{}", header(cfg, labels))?;
     if cfg.offload {
         writeln!(w)?;
     }
@@ -144,6 +155,9 @@ pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, 
             cfg.owner.then(|| pid_cell(c)),
             offload,
         );
+        if let Some(l) = labels {
+            namespace_cell(&mut line, c, l);
+        }
         line.push('\n');
         if cfg.executable {
             owner_line(&mut line, c, cfg.verbose);
@@ -161,6 +175,12 @@ pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, 
 pub fn owner_line(line: &mut String, c: &Connection, verbose: bool) {
     match executable(c, verbose) {
         Some(name) => {
+            if let Some(o) = &c.owner {
+                service_line(line, o);
+                if verbose {
+                    lineage_line(line, o);
+                }
+            }
             line.push_str(" [");
             line.push_str(&name);
             line.push_str("]\n");
@@ -171,6 +191,52 @@ pub fn owner_line(line: &mut String, c: &Connection, verbose: bool) {
             line.push('\n');
         }
     }
+}
+
+/// The line Windows prints above ` [svchost.exe]` for a service
+/// (`  RpcSs`): the holder's container as `RUNTIME:ID12`, else its systemd
+/// unit; `  cgroup:ID` for a cgroup that was gone before it was resolved;
+/// nothing for the root cgroup or a path with neither.
+pub fn service_line(line: &mut String, o: &Owner) {
+    let Some(cg) = o.cgroup.as_deref() else { return };
+    line.push_str("  ");
+    let mark = line.len();
+    if let Some(c) = &cg.container {
+        line.push_str(&c.short());
+    } else if let Some(u) = &cg.unit {
+        line.push_str(&escape(u));
+    } else if cg.path.is_none() {
+        line.push_str(&format!("cgroup:{}", cg.id));
+    }
+    if line.len() == mark {
+        line.truncate(mark - 2);
+    } else {
+        line.push('\n');
+    }
+}
+
+/// -b -v: `  [nginx] <- [systemd]`, the holder and its ancestors up to the
+/// first one outside its unit or container (from /proc while they live,
+/// else the parent the kernel captured). Above ` [exe]`, two spaces in, as
+/// Windows lists a row's components there: the bracketed executable stays
+/// each row's last line for the parsers that look for it.
+pub fn lineage_line(line: &mut String, o: &Owner) {
+    let chain: Vec<&Comm> = match &o.ancestors {
+        Some(a) => a.iter().map(|p| &p.comm).collect(),
+        None => o.parent.iter().map(|p| &p.comm).collect(),
+    };
+    if chain.is_empty() {
+        return;
+    }
+    line.push_str("  [");
+    line.push_str(&escape_bytes(o.comm.as_bytes()));
+    line.push(']');
+    for c in chain {
+        line.push_str(" <- [");
+        line.push_str(&escape_bytes(c.as_bytes()));
+        line.push(']');
+    }
+    line.push('\n');
 }
 
 fn offload_state(c: &Connection) -> &'static str {
@@ -338,6 +404,32 @@ mod tests {
             offloaded: false,
             owner,
         }
+    }
+
+    #[test]
+    fn service_line_names_container_unit_or_gone_cgroup() {
+        use crate::model::{CgroupInfo, Container, Owner};
+        let line = |cg: Option<CgroupInfo>| {
+            let mut o = Owner::new(9, Comm::new(b"x"), crate::model::OwnerSource::Proc);
+            o.cgroup = cg.map(std::sync::Arc::new);
+            let mut s = String::new();
+            service_line(&mut s, &o);
+            s
+        };
+        let id = "3f1a9c3f1a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e";
+        let unit = |u: &str| Some(Box::<str>::from(u));
+        let path = |p: &str| Some(Box::<[u8]>::from(p.as_bytes()));
+        let cont = Container { runtime: "docker", id: id.into(), name: None, pod: None };
+        assert_eq!(line(None), "");
+        assert_eq!(line(Some(CgroupInfo { id: 1, path: path("/"), unit: None, container: None })), "");
+        assert_eq!(line(Some(CgroupInfo { id: 5, path: path("/system.slice/nginx.service"), unit: unit("nginx.service"), container: None })), "  nginx.service\n");
+        let scope = format!("docker-{id}.scope");
+        assert_eq!(
+            line(Some(CgroupInfo { id: 6, path: path(&format!("/system.slice/{scope}")), unit: unit(&scope), container: Some(cont) })),
+            "  docker:3f1a9c3f1a9c\n"
+        );
+        assert_eq!(line(Some(CgroupInfo { id: 77, path: None, unit: None, container: None })), "  cgroup:77\n");
+        assert_eq!(line(Some(CgroupInfo { id: 8, path: path("/x"), unit: unit("evil\x1b.service"), container: None })), "  evil\\x1b.service\n");
     }
 
     #[test]

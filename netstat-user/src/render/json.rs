@@ -250,12 +250,49 @@ fn owner_fields(o: &mut Obj, owner: Option<&Owner>, uid: Option<u32>) {
                     o.u64("creator_pid_start", s);
                 }
             }
+            place_fields(o, w);
         }
         None => {
             o.null("pid");
             o.null("comm");
             o.str("owner_source", NO_OWNER_SOURCE);
         }
+    }
+}
+
+/// The holder's parent, namespace PID, cgroup, unit and container.
+fn place_fields(o: &mut Obj, w: &Owner) {
+    if let Some(p) = &w.parent {
+        o.u64("parent_pid", p.pid as u64);
+        o.text("parent_comm", p.comm.as_bytes());
+    }
+    if let Some(n) = w.ns_pid {
+        o.u64("ns_pid", n as u64);
+    }
+    let cg = w.cgroup.as_deref();
+    if let Some(id) = cg.map(|c| c.id).or(w.cgroup_id) {
+        o.u64("cgroup_id", id);
+    }
+    let Some(cg) = cg else { return };
+    if let Some(p) = &cg.path {
+        o.text("cgroup", p);
+    }
+    if let Some(u) = &cg.unit {
+        o.text("unit", u.as_bytes());
+    }
+    if let Some(c) = &cg.container {
+        let b = o.key("container");
+        let mut obj = Obj::begin(b);
+        obj.str("runtime", c.runtime);
+        obj.str("id", &c.id);
+        match &c.name {
+            Some(n) => obj.text("name", n),
+            None => obj.null("name"),
+        }
+        if let Some(p) = &c.pod {
+            obj.str("pod", p);
+        }
+        obj.end();
     }
 }
 

@@ -11,7 +11,7 @@ use crate::{
     cli::config::Config,
     escape::escape_bytes,
     model::{ClosedConnection, Connection, Proto, tcp_state_name},
-    sources::resolve::Resolver,
+    sources::{netns::Labels, resolve::Resolver},
     timefmt::rfc3339_nanos,
 };
 
@@ -27,6 +27,8 @@ pub struct LiveDisplay<'a> {
     pub lost_since_ns: Option<u64>,
     pub lost_by_reason: &'a BTreeMap<&'static str, u64>,
     pub dropped: u64,
+    /// --all-namespaces: the Namespace column's labels.
+    pub labels: Option<&'a Labels>,
 }
 
 impl LiveDisplay<'_> {
@@ -39,8 +41,8 @@ pub fn write(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut im
     if cfg.json {
         return write_json(d, cfg, names, w);
     }
-    connections::write(d.conns, cfg, names, w)?;
-    write_closed(d.closed, cfg, names, w)?;
+    connections::write(d.conns, cfg, names, d.labels, w)?;
+    write_closed(d.closed, cfg, names, d.labels, w)?;
     let since = d.lost_since_ns.map(|n| d.wall(n));
     footer(d.lost_events, since.as_deref(), d.lost_by_reason, d.dropped, cfg.max_rows, w)
 }
@@ -73,9 +75,16 @@ fn write_json(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut i
 /// blank line after the rows. Fields as in the table (two spaces apart, the
 /// local side numeric); the PID is the process that held the socket until
 /// it closed it, as the kernel captured it, 0 when none is known.
-fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
+fn write_closed(
+    closed: &[ClosedConnection],
+    cfg: &Config,
+    names: Option<&Resolver>,
+    labels: Option<&Labels>,
+    w: &mut impl Write,
+) -> io::Result<()> {
     writeln!(w, "\nClosed since last display\n")?;
-    writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}Lived", "Proto", "Local Address", "Foreign Address", "Final State", "PID")?;
+    let ns = if labels.is_some() { "    Namespace" } else { "" };
+    writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}Lived{ns}", "Proto", "Local Address", "Foreign Address", "Final State", "PID")?;
     let mut line = String::with_capacity(128);
     for c in closed {
         let conn = &c.conn;
@@ -94,7 +103,14 @@ fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolv
             connections::field(&mut line, text, width);
             line.push_str(sep);
         }
-        line.push_str(&c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into()));
+        let lived = c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into());
+        match labels {
+            Some(l) => {
+                connections::field(&mut line, &lived, 7);
+                connections::namespace_cell(&mut line, conn, l);
+            }
+            None => line.push_str(&lived),
+        }
         line.push('\n');
         if cfg.executable {
             match &conn.owner {
@@ -104,6 +120,10 @@ fn write_closed(closed: &[ClosedConnection], cfg: &Config, names: Option<&Resolv
                         Some(p) => p.file_name().map(|f| escape_bytes(f.as_encoded_bytes())).unwrap_or_default(),
                         None => escape_bytes(o.comm.as_bytes()),
                     };
+                    connections::service_line(&mut line, o);
+                    if cfg.verbose {
+                        connections::lineage_line(&mut line, o);
+                    }
                     line.push_str(&format!(" [{name}]\n"));
                 }
                 None => line.push_str(" Can not obtain ownership information\n"),

@@ -2,9 +2,11 @@
 //! socket list (sock_diag, falling back to /proc/net), socket owners from
 //! /proc/*/fd, host and service names, and the -e/-r/-s counters. Each
 //! reader takes a root path so tests can point it at a fixture tree.
+pub mod cgroup;
 pub mod delta;
 pub mod info;
 pub mod netlink;
+pub mod netns;
 pub mod owners;
 pub mod proc;
 pub mod resolve;

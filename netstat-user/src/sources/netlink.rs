@@ -39,6 +39,9 @@ pub enum DiagError {
     Kernel(io::Error),
     #[error("netlink sock_diag: malformed reply ({0})")]
     Malformed(&'static str),
+    /// --all-namespaces: a namespace could not be entered.
+    #[error("{0} (--all-namespaces needs CAP_SYS_ADMIN)")]
+    Namespace(String),
 }
 
 /// One dump request.

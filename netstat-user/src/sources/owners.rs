@@ -8,7 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::model::{Comm, Connection, Owner, OwnerSource};
+use super::cgroup::Cgroups;
+use crate::model::{Comm, Connection, Owner, OwnerSource, Process};
 
 /// The /proc/*/fd scan.
 pub struct ProcFdScan {
@@ -19,6 +20,12 @@ impl ProcFdScan {
     /// Fill `owner` of every connection some process holds; `with_exe`
     /// reads /proc/PID/exe too (-b, JSON).
     pub fn fill(&self, conns: &mut [Connection], with_exe: bool) {
+        self.fill_with(conns, with_exe, None)
+    }
+
+    /// `fill`, with each holder's parent, namespace PID and cgroup (unit,
+    /// container) resolved through `cgroups`.
+    pub fn fill_with(&self, conns: &mut [Connection], with_exe: bool, mut cgroups: Option<&mut Cgroups>) {
         let wanted: HashSet<u64> = conns.iter().map(|c| c.inode).filter(|&i| i != 0).collect();
         if wanted.is_empty() {
             return;
@@ -27,7 +34,13 @@ impl ProcFdScan {
         let mut owners: HashMap<u32, Owner> = HashMap::new();
         for c in conns.iter_mut() {
             let Some(&pid) = by_inode.get(&c.inode) else { continue };
-            let o = owners.entry(pid).or_insert_with(|| process(&self.proc_root, pid, with_exe));
+            let o = owners.entry(pid).or_insert_with(|| {
+                let mut o = process(&self.proc_root, pid, with_exe);
+                if let Some(cg) = cgroups.as_deref_mut() {
+                    lineage(&self.proc_root, &mut o, cg);
+                }
+                o
+            });
             c.owner = Some(o.clone());
         }
     }
@@ -48,13 +61,84 @@ pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> Owner {
     o
 }
 
+/// What /proc says of a live holder beyond its name: its parent (stat
+/// field 4 and the parent's comm), its PID in its own namespace (the last
+/// `NSpid` of status) and its cgroup v2. Kernel-captured fields are kept;
+/// the cgroup is resolved from the captured id when there is one.
+pub fn lineage(proc_root: &Path, o: &mut Owner, cgroups: &mut Cgroups) {
+    if let Some(id) = o.cgroup_id {
+        if o.cgroup.is_none() {
+            o.cgroup = Some(cgroups.by_id(id));
+        }
+        return;
+    }
+    let dir = proc_root.join(o.pid.to_string());
+    if o.parent.is_none() {
+        o.parent = parent_of(proc_root, o.pid);
+    }
+    if o.ns_pid.is_none() {
+        o.ns_pid = std::fs::read(dir.join("status")).ok().and_then(|s| ns_pid(&s));
+    }
+    o.cgroup = cgroups.of_pid(proc_root, o.pid);
+    o.cgroup_id = o.cgroup.as_ref().map(|c| c.id);
+}
+
+/// -b -v: the holder's ancestors, from /proc while they live, up to and
+/// including the first outside the holder's container or unit (the
+/// process that started it: `[nginx] <- [systemd]`). Left unset when the
+/// holder is gone or its PID names another process now.
+pub fn fill_ancestors(proc_root: &Path, o: &mut Owner, cgroups: &mut Cgroups) {
+    let now = start_of(proc_root, o.pid);
+    if now.is_none() || (o.pid_start.is_some() && now != o.pid_start) {
+        return;
+    }
+    let home = o.cgroup.clone().or_else(|| cgroups.of_pid(proc_root, o.pid));
+    let key = |c: Option<&crate::model::CgroupInfo>| {
+        c.map(|c| (c.container.as_ref().map(|k| k.id.clone()), c.unit.clone()))
+    };
+    let home_key = key(home.as_deref());
+    let mut chain = Vec::new();
+    let mut pid = o.pid;
+    for _ in 0..64 {
+        let Some(p) = parent_of(proc_root, pid) else { break };
+        let outside = key(cgroups.of_pid(proc_root, p.pid).as_deref()) != home_key;
+        pid = p.pid;
+        chain.push(p);
+        if outside || pid == 1 {
+            break;
+        }
+    }
+    o.ancestors = Some(chain.into());
+}
+
+/// The parent of `pid` now (/proc/PID/stat field 4), named by its comm.
+pub fn parent_of(proc_root: &Path, pid: u32) -> Option<Process> {
+    let stat = std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let ppid = stat_field(&stat, 4)?.parse::<u32>().ok().filter(|&p| p != 0)?;
+    let mut comm = std::fs::read(proc_root.join(ppid.to_string()).join("comm")).unwrap_or_default();
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    Some(Process { pid: ppid, comm: Comm::new(&comm), pid_start: None })
+}
+
+/// Field `n` (1-based, n > 2) of /proc/PID/stat, after the comm.
+fn stat_field(stat: &[u8], n: usize) -> Option<&str> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    std::str::from_utf8(&stat[close + 1..]).ok()?.split_ascii_whitespace().nth(n - 3)
+}
+
+/// The last `NSpid` of /proc/PID/status: the PID in its own namespace.
+fn ns_pid(status: &[u8]) -> Option<u32> {
+    let line = status.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"NSpid:"))?;
+    std::str::from_utf8(line).ok()?.split_ascii_whitespace().last()?.parse().ok()
+}
+
 /// Field 22 of /proc/PID/stat (starttime, clock ticks after boot). The
 /// comm before it is in parentheses and may hold ')' and spaces itself: the
 /// fields start after the last ')'.
 fn start_time(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    stat_field(stat, 22)?.parse().ok()
 }
 
 /// /proc/PID/exe, when it can be read.
@@ -240,6 +324,33 @@ mod tests {
         let stat = b"42 (a) b) (c) S 1 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 100 200";
         assert_eq!(start_time(stat), Some(987654));
         assert_eq!(start_time(b"42 (x"), None);
+    }
+
+    #[test]
+    fn parent_and_namespace_pid_fields() {
+        let stat = b"42 (a) b) (c) S 17 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 100 200";
+        assert_eq!(stat_field(stat, 4), Some("17"));
+        assert_eq!(ns_pid(b"Name:\tx\nNSpid:\t4242\t7\nNSsid:\t1\n"), Some(7));
+        assert_eq!(ns_pid(b"Name:\tx\n"), None);
+    }
+
+    /// Our own process, against the kernel's own answers (getppid, the
+    /// cgroup directory's inode).
+    #[test]
+    fn lineage_of_this_process() {
+        let pid = std::process::id();
+        let mut o = process(Path::new("/proc"), pid, false);
+        let mut cg = Cgroups::new(Path::new("/proc"), Path::new("/"));
+        lineage(Path::new("/proc"), &mut o, &mut cg);
+        assert_eq!(o.parent.as_ref().map(|p| p.pid), Some(std::os::unix::process::parent_id()));
+        assert_eq!(o.ns_pid, Some(pid));
+        let mount = super::super::proc::mountinfo::cgroup2_root(Path::new("/proc")).expect("a cgroup v2 mount");
+        let rel = std::fs::read("/proc/self/cgroup").unwrap();
+        let rel = super::super::cgroup::v2_path(&rel).unwrap().to_vec();
+        let dir = mount.join(std::str::from_utf8(&rel).unwrap().trim_start_matches('/'));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(o.cgroup_id, Some(std::fs::metadata(dir).unwrap().ino()));
+        assert_eq!(o.cgroup.unwrap().path.as_deref(), Some(&rel[..]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::{
     cli::config::Config,
     model::{Connection, Proto},
     sources::netlink::{self, DumpSpec},
+    sources::netns,
     sources::proc::{ProcError, sockets},
 };
 
@@ -35,6 +36,19 @@ pub fn with_cookies(cfg: &Config) -> Result<Vec<Connection>, netlink::DiagError>
     netlink::dump(&specs_for(cfg))
 }
 
+/// --all-namespaces: every namespace's sockets, each row's `netns` set,
+/// and the namespaces found (for their labels). Without the privilege to
+/// enter them, an `EnvError` (exit status 2).
+pub fn all_namespaces(cfg: &Config) -> anyhow::Result<(Vec<Connection>, Vec<netns::Namespace>)> {
+    if !netns::may_enter(&cfg.proc_root) {
+        return Err(crate::EnvError("--all-namespaces needs CAP_SYS_ADMIN (to enter the other network namespaces)".into()).into());
+    }
+    netns::dump_all(&cfg.proc_root, &specs_for(cfg)).map_err(|e| match e {
+        netlink::DiagError::Namespace(m) => crate::EnvError(m).into(),
+        e => e.into(),
+    })
+}
+
 /// This namespace's TCP listeners with the processes that hold them (one
 /// /proc walk), for the tracer to seed its listener map with: their
 /// children then carry an owner from their first transition. Empty when
@@ -45,7 +59,9 @@ pub fn listeners_with_owners(proc_root: &Path) -> Vec<Connection> {
     let specs = [false, true].map(|ipv6| DumpSpec { proto: Proto::Tcp, ipv6, ulp: false, states: listen });
     let Ok(mut conns) = netlink::dump(&specs) else { return Vec::new() };
     conns.retain(|c| c.is_listener());
-    crate::sources::owners::ProcFdScan { proc_root: proc_root.to_path_buf() }.fill(&mut conns, false);
+    // With each holder's parent and cgroup: the children inherit them.
+    let mut cgroups = crate::sources::cgroup::Cgroups::new(proc_root, Path::new("/"));
+    crate::sources::owners::ProcFdScan { proc_root: proc_root.to_path_buf() }.fill_with(&mut conns, false, Some(&mut cgroups));
     conns
 }
 

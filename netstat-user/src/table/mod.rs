@@ -287,7 +287,11 @@ impl Table {
             if s.id.cookie == 0 {
                 continue;
             }
-            s.id.netns = self.netns;
+            // One namespace: ours (rows from sock_diag carry no inode).
+            // Every namespace (--all-namespaces): each row's own.
+            if self.netns != 0 || s.id.netns == 0 {
+                s.id.netns = self.netns;
+            }
             let id = s.id;
             if let Some(row) = self.rows.get_mut(&id) {
                 row.confirmed = generation;

@@ -245,6 +245,11 @@ impl Btf {
         Ok(last)
     }
 
+    /// Size in bytes of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.size_of(*self.structs.get(name)?)
+    }
+
     /// Like `member`, also checking the member's width.
     pub fn member_sized(&self, path: &str, width: u32) -> Result<u32, BtfError> {
         let (off, size) = self.member(path)?;

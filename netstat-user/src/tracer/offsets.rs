@@ -70,6 +70,17 @@ pub fn resolve(btf: &Btf, sys_exit: Option<&Format>, io_complete: Option<&Format
     o.task_group_leader = btf.member_sized("task_struct.group_leader", 8).unwrap_or(OFFSET_UNKNOWN);
     o.task_comm = btf.member_sized("task_struct.comm", 16).unwrap_or(OFFSET_UNKNOWN);
     o.task_start_boottime = btf.member_sized("task_struct.start_boottime", 8).unwrap_or(OFFSET_UNKNOWN);
+    // The holder's parent and its PID in its own namespace (events carry 0
+    // without them).
+    o.task_real_parent = btf.member_sized("task_struct.real_parent", 8).unwrap_or(OFFSET_UNKNOWN);
+    o.task_tgid = btf.member_sized("task_struct.tgid", 4).unwrap_or(OFFSET_UNKNOWN);
+    o.task_thread_pid = btf.member_sized("task_struct.thread_pid", 8).unwrap_or(OFFSET_UNKNOWN);
+    o.pid_level = btf.member_sized("pid.level", 4).unwrap_or(OFFSET_UNKNOWN);
+    // `numbers` is `struct upid numbers[]` (or `[1]` before 5.x): its
+    // elements are `struct upid`, whose size comes from BTF too.
+    o.pid_numbers = btf.member("pid.numbers").map_or(OFFSET_UNKNOWN, |(off, _)| off);
+    o.upid_nr = btf.member_sized("upid.nr", 4).unwrap_or(OFFSET_UNKNOWN);
+    o.upid_size = btf.struct_size("upid").unwrap_or(OFFSET_UNKNOWN);
 
     let io = (|| -> Result<(), String> {
         let m = |p: &str, w: u32| btf.member_sized(p, w).map_err(|e| e.to_string());

@@ -44,6 +44,14 @@ pub fn listeners(ebpf: &mut Ebpf, conns: &[Connection], netns: u32) -> anyhow::R
             accept_due: 0,
             creator_start_ns: start_ns,
             creator_comm: comm,
+            cgroup_id: o.cgroup_id.unwrap_or(0),
+            parent_tgid: o.parent.as_ref().map_or(0, |p| p.pid),
+            ns_pid: o.ns_pid.unwrap_or(0),
+            parent_comm: o.parent.as_ref().map_or([0; COMM_LEN], |p| {
+                let mut c = [0u8; COMM_LEN];
+                c[..p.comm.as_bytes().len()].copy_from_slice(p.comm.as_bytes());
+                c
+            }),
         };
         let key = ListenKey { netns, port, _pad: 0 };
         // A full map is the kernel's to count later; seeding stops there.

@@ -74,17 +74,10 @@ pub fn locate(proc_root: &Path) -> Result<PathBuf, TracefsError> {
         };
     }
     let info = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
-    for line in info.lines() {
-        // ... mountpoint ... - fstype source opts
-        let mut halves = line.splitn(2, " - ");
-        let (Some(left), Some(right)) = (halves.next(), halves.next()) else { continue };
-        if right.split_whitespace().next() == Some("tracefs") {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                let p = PathBuf::from(unescape_mount(mp));
-                if p.join("events").is_dir() {
-                    return Ok(p);
-                }
-            }
+    for (mp, _) in crate::sources::proc::mountinfo::mounts(&info, "tracefs") {
+        let p = PathBuf::from(mp);
+        if p.join("events").is_dir() {
+            return Ok(p);
         }
     }
     let target = Path::new("/sys/kernel/tracing");
@@ -102,26 +95,6 @@ pub fn locate(proc_root: &Path) -> Result<PathBuf, TracefsError> {
         return Err(TracefsError::NotMounted(format!("{} has no events directory", target.display())));
     }
     Err(TracefsError::NotMounted(err.to_string()))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-pub fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = (b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)))
-            .then(|| (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32)
-            .filter(|v| *v <= 0xff);
-        if let Some(v) = octal {
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
@@ -157,14 +130,5 @@ print fmt: \"...\"
         assert_eq!(f.field("saddr_v6", 16).unwrap(), 40);
         assert!(matches!(f.field("saddr", 16), Err(TracefsError::Width(..))));
         assert!(matches!(f.field("missing", 4), Err(TracefsError::NoField(..))));
-    }
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
-        assert_eq!(unescape_mount("/trail\\04"), "/trail\\04");
-        // Found by cargo fuzz (tracefs_format): \777 overflowed a u8.
-        assert_eq!(unescape_mount("\\777x"), "\\777x");
     }
 }

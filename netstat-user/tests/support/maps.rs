@@ -37,11 +37,16 @@ pub fn due_entries(id: u32) -> Vec<u64> {
 }
 
 /// Every entry of map `id`: (socket address, cookie when the value carries
-/// one: `Owner.cookie` at bytes 48..56 of the 88-byte value).
+/// one: `Owner.cookie` at bytes 48..56 of the 120-byte value, and of the
+/// 88-byte one before the holder's cgroup and parent were added).
 pub fn owner_entries(id: u32) -> Vec<(u64, Option<u64>)> {
     let value_size = MapInfo::from_id(id).expect("OWNERS info").value_size() as usize;
     let data = MapData::from_id(id).expect("open OWNERS");
     match value_size {
+        120 => entries::<120>(data)
+            .into_iter()
+            .map(|(k, v)| (k, Some(u64::from_le_bytes(v[48..56].try_into().unwrap()))))
+            .collect(),
         88 => entries::<88>(data)
             .into_iter()
             .map(|(k, v)| (k, Some(u64::from_le_bytes(v[48..56].try_into().unwrap()))))

@@ -25,12 +25,43 @@ pub struct Args {
     udp_connect: Vec<SocketAddr>,
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Hold them from PID 1 of a new PID namespace (as in a container): the
+    /// process forks into it and waits for the holder.
+    #[arg(long = "pid-namespace")]
+    pid_namespace: bool,
+}
+
+/// unshare(CLONE_NEWPID) and fork: the child is PID 1 of the new namespace
+/// and goes on; the parent waits for it and exits with its status.
+fn enter_pid_namespace() -> Result<()> {
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWPID)");
+    }
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {
+            // Goes with the parent (a signal from the host kills that one).
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+            Ok(())
+        }
+        child => {
+            let mut status = 0;
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            std::process::exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 });
+        }
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     sys::set_comm(&a.name);
     sys::backstop(a.seconds + 5);
+    if a.pid_namespace {
+        enter_pid_namespace()?;
+        sys::backstop(a.seconds + 5);
+    }
+    // Our PID as the host's /proc names it (getpid() is the namespace's).
+    let host_pid: u32 = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str()?.parse().ok()).unwrap_or(std::process::id());
 
     let mut listeners = Vec::new();
     for addr in &a.tcp_listen {
@@ -74,7 +105,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     sys::emit(&json!({
         "ready": true,
-        "pid": std::process::id(),
+        "pid": host_pid,
+        "ns_pid": std::process::id(),
         "tcp_listen": tcp_listen,
         "udp_bind": udp_bind,
         "tcp_connect": tcp_connect,

@@ -4,6 +4,7 @@
 //! version-dependent.
 pub mod dev;
 pub mod links;
+pub mod mountinfo;
 pub mod route;
 pub mod snmp;
 pub mod sockets;

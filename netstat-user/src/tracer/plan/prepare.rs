@@ -85,28 +85,8 @@ impl Drop for Prepared {
         }
     }
 }
-
-pub fn cgroup2_root(proc_root: &Path) -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("NETSTAT_CGROUP2") {
-        return Ok(PathBuf::from(p));
-    }
-    let info = std::fs::read_to_string(proc_root.join("self/mountinfo"))
-        .map_err(|e| format!("cannot read mountinfo: {e}"))?;
-    let mut found = None;
-    for line in info.lines() {
-        let mut halves = line.splitn(2, " - ");
-        let (Some(left), Some(right)) = (halves.next(), halves.next()) else { continue };
-        if right.split_whitespace().next() != Some("cgroup2") {
-            continue;
-        }
-        let f: Vec<&str> = left.split_whitespace().collect();
-        if f.len() >= 5 && f[3] == "/" {
-            found = Some(PathBuf::from(tracefs::unescape_mount(f[4])));
-            break;
-        }
-    }
-    found.ok_or_else(|| "no cgroup v2 mount (cgroup v1-only host)".to_string())
-}
+/// The cgroup v2 root (`sources::proc::mountinfo`, one rule for both stages).
+pub use crate::sources::proc::mountinfo::cgroup2_root;
 
 pub(super) fn unmet(p: &Prepared, needs: &[Need]) -> Option<String> {
     for n in needs {
