@@ -171,17 +171,19 @@ fn run(args: &[&str]) -> (String, String) {
     (text, err)
 }
 
+/// The index of the row with these local and foreign addresses.
+fn row_at(lines: &[&str], local: &str, foreign: &str) -> Option<usize> {
+    lines.iter().position(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 3 && f[1] == local && f[2] == foreign
+    })
+}
+
 /// The text lines under the row whose local and foreign addresses are
 /// given, up to the next row.
 fn under<'a>(text: &'a str, local: &str, foreign: &str) -> Vec<&'a str> {
     let lines: Vec<&str> = text.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 3 && f[1] == local && f[2] == foreign
-        })
-        .unwrap_or_else(|| panic!("no row {local} {foreign} in:\n{text}"));
+    let at = row_at(&lines, local, foreign).unwrap_or_else(|| panic!("no row {local} {foreign} in:\n{text}"));
     lines[at + 1..].iter().take_while(|l| !l.starts_with("  TCP ") && !l.starts_with("  UDP ")).copied().collect()
 }
 
@@ -313,12 +315,9 @@ fn all_namespaces_lists_other_namespaces_with_their_container() {
     let label = format!("containerd:{}", &CRI_ID[..12]);
     for (local, remote) in &ss_rows {
         let remote = if remote == "0.0.0.0:*" { "0.0.0.0:0" } else { remote };
-        let line = text
-            .lines()
-            .find(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() >= 4 && f[1] == local && f[2] == remote
-            })
+        let lines: Vec<&str> = text.lines().collect();
+        let line = row_at(&lines, local, remote)
+            .map(|i| lines[i])
             .unwrap_or_else(|| panic!("ss lists {local} {remote} in the namespace, --all-namespaces does not:\n{text}"));
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f.last(), Some(&label.as_str()), "{line}");

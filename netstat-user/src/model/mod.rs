@@ -161,6 +161,9 @@ pub struct CgroupInfo {
     /// The innermost systemd unit on the path (`nginx.service`).
     pub unit: Option<Box<str>>,
     pub container: Option<Container>,
+    /// The JSON encoder's rendering of the fields above (`render::json`),
+    /// made once per cgroup: every event of a process copies it.
+    pub encoded: std::sync::OnceLock<Box<[u8]>>,
 }
 
 /// A container, as its cgroup path and its runtime's files name it.

@@ -421,15 +421,15 @@ mod tests {
         let path = |p: &str| Some(Box::<[u8]>::from(p.as_bytes()));
         let cont = Container { runtime: "docker", id: id.into(), name: None, pod: None };
         assert_eq!(line(None), "");
-        assert_eq!(line(Some(CgroupInfo { id: 1, path: path("/"), unit: None, container: None })), "");
-        assert_eq!(line(Some(CgroupInfo { id: 5, path: path("/system.slice/nginx.service"), unit: unit("nginx.service"), container: None })), "  nginx.service\n");
+        assert_eq!(line(Some(CgroupInfo { id: 1, path: path("/"), unit: None, container: None, encoded: Default::default() })), "");
+        assert_eq!(line(Some(CgroupInfo { id: 5, path: path("/system.slice/nginx.service"), unit: unit("nginx.service"), container: None, encoded: Default::default() })), "  nginx.service\n");
         let scope = format!("docker-{id}.scope");
         assert_eq!(
-            line(Some(CgroupInfo { id: 6, path: path(&format!("/system.slice/{scope}")), unit: unit(&scope), container: Some(cont) })),
+            line(Some(CgroupInfo { id: 6, path: path(&format!("/system.slice/{scope}")), unit: unit(&scope), container: Some(cont), encoded: Default::default() })),
             "  docker:3f1a9c3f1a9c\n"
         );
-        assert_eq!(line(Some(CgroupInfo { id: 77, path: None, unit: None, container: None })), "  cgroup:77\n");
-        assert_eq!(line(Some(CgroupInfo { id: 8, path: path("/x"), unit: unit("evil\x1b.service"), container: None })), "  evil\\x1b.service\n");
+        assert_eq!(line(Some(CgroupInfo { id: 77, path: None, unit: None, container: None, encoded: Default::default() })), "  cgroup:77\n");
+        assert_eq!(line(Some(CgroupInfo { id: 8, path: path("/x"), unit: unit("evil\x1b.service"), container: None, encoded: Default::default() })), "  evil\\x1b.service\n");
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Fields already encoded (`"k":v,...`), as they are.
+    pub fn raw(&mut self, fields: &[u8]) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.extend_from_slice(fields);
+    }
+
     pub fn end(self) {
         self.buf.push(b'}');
     }
@@ -269,11 +278,22 @@ fn place_fields(o: &mut Obj, w: &Owner) {
     if let Some(n) = w.ns_pid {
         o.u64("ns_pid", n as u64);
     }
-    let cg = w.cgroup.as_deref();
-    if let Some(id) = cg.map(|c| c.id).or(w.cgroup_id) {
-        o.u64("cgroup_id", id);
+    match w.cgroup.as_deref() {
+        Some(cg) => o.raw(cg.encoded.get_or_init(|| cgroup_fields(cg))),
+        None => {
+            if let Some(id) = w.cgroup_id {
+                o.u64("cgroup_id", id);
+            }
+        }
     }
-    let Some(cg) = cg else { return };
+}
+
+/// `"cgroup_id":N,"cgroup":...,"unit":...,"container":{...}`, encoded once
+/// per cgroup.
+fn cgroup_fields(cg: &crate::model::CgroupInfo) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(256);
+    let mut o = Obj::begin(&mut buf);
+    o.u64("cgroup_id", cg.id);
     if let Some(p) = &cg.path {
         o.text("cgroup", p);
     }
@@ -294,6 +314,9 @@ fn place_fields(o: &mut Obj, w: &Owner) {
         }
         obj.end();
     }
+    o.end();
+    // Without the braces: fields of the object they go into.
+    buf[1..buf.len() - 1].into()
 }
 
 fn connection_fields(o: &mut Obj, c: &Connection, names: Names) {
@@ -376,4 +399,48 @@ pub fn array<T>(o: &mut Obj, k: &str, items: &[T], mut row: impl FnMut(&mut Vec<
         row(b, it);
     }
     b.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CgroupInfo, Comm, Container, Owner, OwnerSource, Process};
+
+    /// The place fields, the cgroup's encoded once and copied: valid JSON,
+    /// escaped, the same on the second use.
+    #[test]
+    fn place_fields_of_an_owner() {
+        let id = "3f1a9c3f1a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e";
+        let mut w = Owner::new(10, Comm::new(b"nginx"), OwnerSource::Current);
+        w.parent = Some(Process { pid: 1, comm: Comm::new(b"systemd"), pid_start: None });
+        w.ns_pid = Some(1);
+        w.cgroup = Some(std::sync::Arc::new(CgroupInfo {
+            id: 42,
+            path: Some(format!("/system.slice/docker-{id}.scope/\x1b").into_bytes().into()),
+            unit: Some(format!("docker-{id}.scope").into()),
+            container: Some(Container { runtime: "docker", id: id.into(), name: Some(b"web\"1"[..].into()), pod: None }),
+            encoded: Default::default(),
+        }));
+        for _ in 0..2 {
+            let mut buf = Vec::new();
+            let mut o = Obj::begin(&mut buf);
+            owner_fields(&mut o, Some(&w), Some(0));
+            o.end();
+            let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+            assert_eq!((v["parent_pid"].as_u64(), v["parent_comm"].as_str(), v["ns_pid"].as_u64()), (Some(1), Some("systemd"), Some(1)));
+            assert_eq!(v["cgroup_id"], 42);
+            assert_eq!(v["cgroup"], format!("/system.slice/docker-{id}.scope/\\x1b"));
+            assert_eq!(v["container"], serde_json::json!({"runtime": "docker", "id": id, "name": "web\"1"}));
+        }
+        // An id alone: the cgroup was never resolved.
+        w.cgroup = None;
+        w.cgroup_id = Some(7);
+        let mut buf = Vec::new();
+        let mut o = Obj::begin(&mut buf);
+        owner_fields(&mut o, Some(&w), None);
+        o.end();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["cgroup_id"], 7);
+        assert!(v.get("cgroup").is_none());
+    }
 }

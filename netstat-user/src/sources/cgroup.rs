@@ -147,7 +147,7 @@ pub fn describe(id: u64, rel: &[u8], runtime_root: &Path) -> CgroupInfo {
     if let Some(c) = &mut container {
         c.name = container_name(runtime_root, c);
     }
-    CgroupInfo { id, path: Some(rel.into()), unit: unit_of(rel), container }
+    CgroupInfo { id, path: Some(rel.into()), unit: unit_of(rel), container, encoded: Default::default() }
 }
 
 const UNIT_SUFFIXES: [&[u8]; 3] = [b".service", b".scope", b".socket"];
