@@ -28,9 +28,8 @@ pub fn current_owner(now: u64) -> Owner {
 }
 
 /// `current_owner` written in place (no copy on the caller's stack).
-/// `known`: the socket's entry, whose parent and namespace PID are reused
-/// when it names the same process (they are read again only when the
-/// holder changes).
+/// `known`: the socket's entry, whose namespace PID is reused when it
+/// names the same process.
 #[inline(always)]
 pub fn fill_current(out: &mut Owner, now: u64, known: Option<&Owner>) {
     let o = offsets();
@@ -54,37 +53,41 @@ pub fn fill_current(out: &mut Owner, now: u64, known: Option<&Owner>) {
     out.creator_start_ns = out.pid_start_ns;
     out.creator_comm = out.comm;
     out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    fill_parent(out, leader);
+    // A process's PID in its namespace never changes: read it once.
     match known {
-        Some(k) if k.tgid == tgid && k.pid_start_ns == out.pid_start_ns && k.ns_pid != 0 => {
-            out.parent_tgid = k.parent_tgid;
-            out.ns_pid = k.ns_pid;
-            out.parent_comm = k.parent_comm;
-        }
-        _ => fill_lineage(out, leader),
+        Some(k) if k.tgid == tgid && k.pid_start_ns == out.pid_start_ns && k.ns_pid != 0 => out.ns_pid = k.ns_pid,
+        _ => out.ns_pid = ns_pid_of(leader),
     }
 }
 
-/// The parent (`real_parent`, as /proc/PID/stat's ppid names it) and the
-/// PID in the task's own PID namespace (`thread_pid->numbers[level].nr`,
-/// the last NSpid of /proc/PID/status) of thread-group leader `leader`.
+/// The parent of thread-group leader `leader` now (`real_parent`, as
+/// /proc/PID/stat's ppid names it: read each time, since a process whose
+/// parent exits is reparented).
 #[inline(always)]
-fn fill_lineage(out: &mut Owner, leader: u64) {
+fn fill_parent(out: &mut Owner, leader: u64) {
     let o = offsets();
     out.parent_tgid = 0;
-    out.ns_pid = 0;
     out.parent_comm = [0; 16];
     if let Ok(parent) = read::<u64>(leader, o.task_real_parent) {
         out.parent_tgid = read(parent, o.task_tgid).unwrap_or(0);
         let pleader: u64 = read(parent, o.task_group_leader).unwrap_or(parent);
         out.parent_comm = read(pleader, o.task_comm).unwrap_or([0; 16]);
     }
-    let Ok(pid) = read::<u64>(leader, o.task_thread_pid) else { return };
-    let Ok(level) = read::<u32>(pid, o.pid_level) else { return };
+}
+
+/// The PID of `leader` in its own PID namespace (`thread_pid->numbers[level].nr`,
+/// the last NSpid of /proc/PID/status), 0 when unknown.
+#[inline(always)]
+fn ns_pid_of(leader: u64) -> u32 {
+    let o = offsets();
+    let Ok(pid) = read::<u64>(leader, o.task_thread_pid) else { return 0 };
+    let Ok(level) = read::<u32>(pid, o.pid_level) else { return 0 };
     if o.pid_numbers == u32::MAX || o.upid_nr == u32::MAX || o.upid_size == u32::MAX || level > 32 {
-        return;
+        return 0;
     }
     let at = o.pid_numbers as u64 + level as u64 * o.upid_size as u64 + o.upid_nr as u64;
-    out.ns_pid = read(pid, at as u32).unwrap_or(0);
+    read(pid, at as u32).unwrap_or(0)
 }
 
 /// Whether the task on the CPU is a kernel thread (a kworker doing a

@@ -161,6 +161,9 @@ pub struct CgroupInfo {
     /// The innermost systemd unit on the path (`nginx.service`).
     pub unit: Option<Box<str>>,
     pub container: Option<Container>,
+    /// Looked for after the event that named it, and not found: removed
+    /// before it could be resolved (false for one not looked for yet).
+    pub gone: bool,
     /// The JSON encoder's rendering of the fields above (`render::json`),
     /// made once per cgroup: every event of a process copies it.
     pub encoded: std::sync::OnceLock<Box<[u8]>>,

@@ -179,9 +179,11 @@ impl Live<'_> {
         let mut closed_rows: Vec<ClosedConnection> =
             self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c) && pid(&c.conn.owner)).collect();
         closed_rows.sort_by_key(|c| c.closed_ns);
-        let live_rows = conns.len();
-        let owners = conns.iter_mut().filter_map(|c| c.owner.as_mut());
-        for (i, o) in owners.chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut())).enumerate() {
+        for (o, live_row) in conns
+            .iter_mut()
+            .filter_map(|c| c.owner.as_mut().map(|o| (o, true)))
+            .chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut().map(|o| (o, false))))
+        {
             self.exes.fill(o);
             if o.cgroup.is_none()
                 && let Some(id) = o.cgroup_id
@@ -190,7 +192,7 @@ impl Live<'_> {
             }
             // -b -v: the lineage of holders alive now (closed rows show the
             // parent the kernel captured).
-            if self.cfg.executable && self.cfg.verbose && i < live_rows {
+            if self.cfg.executable && self.cfg.verbose && live_row {
                 owners::fill_ancestors(&self.cfg.proc_root, o, &mut self.cgroups);
             }
         }

@@ -54,7 +54,9 @@ impl<W: Write> Out<W> {
                 if self.netns.is_some_and(|n| e.id.netns != 0 && e.id.netns != n) {
                     return Ok(false);
                 }
-                if let Some(o) = &mut e.owner
+                // Only JSON prints the cgroup: the text stream never looks it up.
+                if self.json
+                    && let Some(o) = &mut e.owner
                     && let Some(id) = o.cgroup_id
                 {
                     o.cgroup = Some(self.cgroups.resolve(&self.proc_root, id, o.pid));

@@ -84,9 +84,11 @@ fn header(cfg: &Config, labels: Option<&Labels>) -> String {
 }
 
 /// The trailing Namespace cell (--all-namespaces): after Windows' columns,
-/// two spaces apart, so their parsers still read the row.
-pub fn namespace_cell(line: &mut String, c: &Connection, labels: &Labels) {
-    line.push_str("  ");
+/// at the header's column `at` (at least two spaces after the row), so
+/// their parsers still read the row.
+pub fn namespace_cell(line: &mut String, c: &Connection, labels: &Labels, at: usize) {
+    let n = line.chars().count();
+    line.extend(std::iter::repeat_n(' ', at.saturating_sub(n).max(2)));
     line.push_str(&escape(&labels.of(c.id.netns)));
 }
 
@@ -136,7 +138,9 @@ pub fn pid_cell(c: &Connection) -> u32 {
 
 pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, labels: Option<&Labels>, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "\nActive Connections\n")?;
-    writeln!(w, "{}", header(cfg, labels))?;
+    let head = header(cfg, labels);
+    writeln!(w, "{head}")?;
+    let ns_at = head.find("Namespace").unwrap_or(0);
     if cfg.offload {
         writeln!(w)?;
     }
@@ -156,7 +160,7 @@ pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, 
             offload,
         );
         if let Some(l) = labels {
-            namespace_cell(&mut line, c, l);
+            namespace_cell(&mut line, c, l, ns_at);
         }
         line.push('\n');
         if cfg.executable {
@@ -196,7 +200,8 @@ pub fn owner_line(line: &mut String, c: &Connection, verbose: bool) {
 /// The line Windows prints above ` [svchost.exe]` for a service
 /// (`  RpcSs`): the holder's container as `RUNTIME:ID12`, else its systemd
 /// unit; `  cgroup:ID` for a cgroup that was gone before it was resolved;
-/// nothing for the root cgroup or a path with neither.
+/// nothing for the root cgroup, a path with neither, or a cgroup not
+/// resolved yet.
 pub fn service_line(line: &mut String, o: &Owner) {
     let Some(cg) = o.cgroup.as_deref() else { return };
     line.push_str("  ");
@@ -205,7 +210,7 @@ pub fn service_line(line: &mut String, o: &Owner) {
         line.push_str(&c.short());
     } else if let Some(u) = &cg.unit {
         line.push_str(&escape(u));
-    } else if cg.path.is_none() {
+    } else if cg.gone {
         line.push_str(&format!("cgroup:{}", cg.id));
     }
     if line.len() == mark {
@@ -421,15 +426,36 @@ mod tests {
         let path = |p: &str| Some(Box::<[u8]>::from(p.as_bytes()));
         let cont = Container { runtime: "docker", id: id.into(), name: None, pod: None };
         assert_eq!(line(None), "");
-        assert_eq!(line(Some(CgroupInfo { id: 1, path: path("/"), unit: None, container: None, encoded: Default::default() })), "");
-        assert_eq!(line(Some(CgroupInfo { id: 5, path: path("/system.slice/nginx.service"), unit: unit("nginx.service"), container: None, encoded: Default::default() })), "  nginx.service\n");
+        assert_eq!(line(Some(CgroupInfo { id: 1, path: path("/"), unit: None, container: None, gone: false, encoded: Default::default() })), "");
+        assert_eq!(line(Some(CgroupInfo { id: 5, path: path("/system.slice/nginx.service"), unit: unit("nginx.service"), container: None, gone: false, encoded: Default::default() })), "  nginx.service\n");
         let scope = format!("docker-{id}.scope");
         assert_eq!(
-            line(Some(CgroupInfo { id: 6, path: path(&format!("/system.slice/{scope}")), unit: unit(&scope), container: Some(cont), encoded: Default::default() })),
+            line(Some(CgroupInfo { id: 6, path: path(&format!("/system.slice/{scope}")), unit: unit(&scope), container: Some(cont), gone: false, encoded: Default::default() })),
             "  docker:3f1a9c3f1a9c\n"
         );
-        assert_eq!(line(Some(CgroupInfo { id: 77, path: None, unit: None, container: None, encoded: Default::default() })), "  cgroup:77\n");
-        assert_eq!(line(Some(CgroupInfo { id: 8, path: path("/x"), unit: unit("evil\x1b.service"), container: None, encoded: Default::default() })), "  evil\\x1b.service\n");
+        let gone = |g| CgroupInfo { id: 77, path: None, unit: None, container: None, gone: g, encoded: Default::default() };
+        assert_eq!(line(Some(gone(true))), "  cgroup:77\n");
+        assert_eq!(line(Some(gone(false))), "", "not resolved yet is not gone");
+        assert_eq!(line(Some(CgroupInfo { id: 8, path: path("/x"), unit: unit("evil\x1b.service"), container: None, gone: false, encoded: Default::default() })), "  evil\\x1b.service\n");
+    }
+
+    /// -b -v's lineage line: escaped names, the captured parent when /proc
+    /// gave no ancestors, the ancestors when it did.
+    #[test]
+    fn lineage_line_escapes_and_falls_back_to_the_parent() {
+        use crate::model::{Owner, Process};
+        let mut o = Owner::new(9, Comm::new(b"ng\x1b]0;x\x07"), crate::model::OwnerSource::Current);
+        let mut s = String::new();
+        lineage_line(&mut s, &o);
+        assert_eq!(s, "", "no parent known: no line");
+        o.parent = Some(Process { pid: 1, comm: Comm::new(b"sys\ntemd"), pid_start: None });
+        lineage_line(&mut s, &o);
+        assert_eq!(s, "  [ng\\x1b]0;x\\x07] <- [sys\\ntemd]\n");
+        s.clear();
+        let p = |pid, c: &[u8]| Process { pid, comm: Comm::new(c), pid_start: None };
+        o.ancestors = Some(vec![p(5, b"sh"), p(1, b"init")].into());
+        lineage_line(&mut s, &o);
+        assert_eq!(s, "  [ng\\x1b]0;x\\x07] <- [sh] <- [init]\n");
     }
 
     #[test]

@@ -419,6 +419,7 @@ mod tests {
             path: Some(format!("/system.slice/docker-{id}.scope/\x1b").into_bytes().into()),
             unit: Some(format!("docker-{id}.scope").into()),
             container: Some(Container { runtime: "docker", id: id.into(), name: Some(b"web\"1"[..].into()), pod: None }),
+            gone: false,
             encoded: Default::default(),
         }));
         for _ in 0..2 {

@@ -84,7 +84,9 @@ fn write_closed(
 ) -> io::Result<()> {
     writeln!(w, "\nClosed since last display\n")?;
     let ns = if labels.is_some() { "    Namespace" } else { "" };
-    writeln!(w, "  {:<7}{:<23}{:<23}{:<16}{:<9}Lived{ns}", "Proto", "Local Address", "Foreign Address", "Final State", "PID")?;
+    let head = format!("  {:<7}{:<23}{:<23}{:<16}{:<9}Lived{ns}", "Proto", "Local Address", "Foreign Address", "Final State", "PID");
+    writeln!(w, "{head}")?;
+    let ns_at = head.find("Namespace").unwrap_or(0);
     let mut line = String::with_capacity(128);
     for c in closed {
         let conn = &c.conn;
@@ -106,8 +108,8 @@ fn write_closed(
         let lived = c.duration_ns.map(format_duration).unwrap_or_else(|| "-".into());
         match labels {
             Some(l) => {
-                connections::field(&mut line, &lived, 7);
-                connections::namespace_cell(&mut line, conn, l);
+                line.push_str(&lived);
+                connections::namespace_cell(&mut line, conn, l, ns_at);
             }
             None => line.push_str(&lived),
         }

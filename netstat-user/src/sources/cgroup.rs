@@ -58,10 +58,12 @@ impl Cgroups {
             }
             // Walked after the event that named it: the cgroup is gone, and
             // its id will never name another.
-            let gone = Arc::new(CgroupInfo { id, ..Default::default() });
+            let gone = Arc::new(CgroupInfo { id, gone: true, ..Default::default() });
             self.by_id.insert(id, gone.clone());
             return gone;
         }
+        // A walk is not due: the id alone for now (not cached: the next
+        // event tries again).
         Arc::new(CgroupInfo { id, ..Default::default() })
     }
 
@@ -147,7 +149,7 @@ pub fn describe(id: u64, rel: &[u8], runtime_root: &Path) -> CgroupInfo {
     if let Some(c) = &mut container {
         c.name = container_name(runtime_root, c);
     }
-    CgroupInfo { id, path: Some(rel.into()), unit: unit_of(rel), container, encoded: Default::default() }
+    CgroupInfo { id, path: Some(rel.into()), unit: unit_of(rel), container, gone: false, encoded: Default::default() }
 }
 
 const UNIT_SUFFIXES: [&[u8]; 3] = [b".service", b".scope", b".socket"];

@@ -40,7 +40,7 @@ pub enum DiagError {
     #[error("netlink sock_diag: malformed reply ({0})")]
     Malformed(&'static str),
     /// --all-namespaces: a namespace could not be entered.
-    #[error("{0} (--all-namespaces needs CAP_SYS_ADMIN)")]
+    #[error("{0} (--all-namespaces needs CAP_SYS_ADMIN and CAP_SYS_PTRACE)")]
     Namespace(String),
 }
 

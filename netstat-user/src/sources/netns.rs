@@ -46,16 +46,19 @@ impl Labels {
     }
 }
 
-/// CAP_SYS_ADMIN in our effective set (`CapEff` of /proc/self/status):
-/// setns into a network namespace needs it.
+/// CAP_SYS_ADMIN and CAP_SYS_PTRACE in our effective set (`CapEff` of
+/// /proc/self/status): setns into a network namespace needs the first, and
+/// reading another user's /proc/PID/ns/net the second (without it some
+/// namespaces would be missed without a word).
 pub fn may_enter(proc_root: &Path) -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
     const CAP_SYS_ADMIN: u32 = 21;
     let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0 && caps & (1 << CAP_SYS_PTRACE) != 0)
 }
 
 fn inode_of(p: &Path) -> Option<u32> {
@@ -99,6 +102,11 @@ pub fn dump_in(ns: &Namespace, specs: &[DumpSpec]) -> Result<Vec<Connection>, Di
     let joined = std::thread::spawn(move || -> Result<Vec<Connection>, DiagError> {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(&path).map_err(|e| DiagError::Namespace(format!("{}: {e}", path.display())))?;
+        // The PID may have exited and been reused since the listing: enter
+        // only the namespace that was listed.
+        if f.metadata().map(|m| m.ino() as u32).ok() != Some(inode) {
+            return Err(DiagError::Namespace(format!("network namespace {inode} is gone")));
+        }
         // This thread only: it ends with the dump, and the process stays
         // in its own namespace.
         if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {

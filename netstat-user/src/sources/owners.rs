@@ -343,7 +343,9 @@ mod tests {
         let mut cg = Cgroups::new(Path::new("/proc"), Path::new("/"));
         lineage(Path::new("/proc"), &mut o, &mut cg);
         assert_eq!(o.parent.as_ref().map(|p| p.pid), Some(std::os::unix::process::parent_id()));
-        assert_eq!(o.ns_pid, Some(pid));
+        let status = std::fs::read("/proc/self/status").unwrap();
+        assert_eq!(o.ns_pid, ns_pid(&status));
+        assert!(o.ns_pid.is_some());
         let mount = super::super::proc::mountinfo::cgroup2_root(Path::new("/proc")).expect("a cgroup v2 mount");
         let rel = std::fs::read("/proc/self/cgroup").unwrap();
         let rel = super::super::cgroup::v2_path(&rel).unwrap().to_vec();

@@ -41,7 +41,7 @@ pub fn with_cookies(cfg: &Config) -> Result<Vec<Connection>, netlink::DiagError>
 /// enter them, an `EnvError` (exit status 2).
 pub fn all_namespaces(cfg: &Config) -> anyhow::Result<(Vec<Connection>, Vec<netns::Namespace>)> {
     if !netns::may_enter(&cfg.proc_root) {
-        return Err(crate::EnvError("--all-namespaces needs CAP_SYS_ADMIN (to enter the other network namespaces)".into()).into());
+        return Err(crate::EnvError("--all-namespaces needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (to find and enter the other network namespaces)".into()).into());
     }
     netns::dump_all(&cfg.proc_root, &specs_for(cfg)).map_err(|e| match e {
         netlink::DiagError::Namespace(m) => crate::EnvError(m).into(),
