@@ -51,6 +51,14 @@ pub struct SockId {
     pub cookie: u64,
 }
 
+impl SockId {
+    /// Whether a display limited to namespace `netns` (0: every one) shows
+    /// this socket. One whose namespace is not known is shown.
+    pub fn within(&self, netns: u32) -> bool {
+        netns == 0 || self.netns == 0 || self.netns == netns
+    }
+}
+
 /// Where an owner came from (the schema's `owner_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OwnerSource {

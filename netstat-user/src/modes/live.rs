@@ -257,7 +257,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Drain) -> anyhow::Result<ExitCode>
     let mut live = Live {
         kernel_follows_sends,
         cfg,
-        table: Table::new(super::stream::own_netns(cfg).unwrap_or(0), cfg.max_rows),
+        table: Table::new(crate::sources::netns::scope(cfg), cfg.max_rows),
         exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
         cgroups: Cgroups::new(&cfg.proc_root, &cfg.runtime_root),
         labels: cfg.all_namespaces.then(Labels::default),

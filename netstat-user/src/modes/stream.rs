@@ -35,8 +35,8 @@ struct Out<W: Write> {
     /// --pid: only that process's events (lost lines are everyone's).
     pid: Option<u32>,
     /// Our network namespace's inode: other namespaces' events are left
-    /// out (None: --all-namespaces, or not known).
-    netns: Option<u32>,
+    /// out (0: --all-namespaces, or not known).
+    netns: u32,
     cgroups: Cgroups,
     proc_root: std::path::PathBuf,
 }
@@ -51,7 +51,7 @@ impl<W: Write> Out<W> {
                 if !self.pid_matches(e.owner.as_ref().map(|o| o.pid)) {
                     return Ok(false);
                 }
-                if self.netns.is_some_and(|n| e.id.netns != 0 && e.id.netns != n) {
+                if !e.id.within(self.netns) {
                     return Ok(false);
                 }
                 // Only JSON prints the cgroup: the text stream never looks it up.
@@ -87,11 +87,6 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// The namespace a mode is limited to: ours, unless --all-namespaces.
-pub fn own_netns(cfg: &Config) -> Option<u32> {
-    (!cfg.all_namespaces).then(|| crate::sources::netns_inode(&cfg.proc_root)).filter(|&n| n != 0)
-}
-
 async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
     let opts = TracerOptions::from_config(cfg).with_listeners();
     let mut tracer = Tracer::start(&opts)?;
@@ -112,7 +107,7 @@ async fn stream(cfg: &Config) -> anyhow::Result<ExitCode> {
         clock: json::Clock::default(),
         clock_offset_ns: tracer.clock_offset_ns,
         pid: cfg.pid,
-        netns: own_netns(cfg),
+        netns: crate::sources::netns::scope(cfg),
         cgroups: Cgroups::new(&cfg.proc_root, &cfg.runtime_root),
         proc_root: cfg.proc_root.clone(),
     };

@@ -204,20 +204,15 @@ pub fn owner_line(line: &mut String, c: &Connection, verbose: bool) {
 /// resolved yet.
 pub fn service_line(line: &mut String, o: &Owner) {
     let Some(cg) = o.cgroup.as_deref() else { return };
+    let text = match (&cg.container, &cg.unit) {
+        (Some(c), _) => c.short(),
+        (None, Some(u)) => escape(u).into_owned(),
+        (None, None) if cg.gone => format!("cgroup:{}", cg.id),
+        (None, None) => return,
+    };
     line.push_str("  ");
-    let mark = line.len();
-    if let Some(c) = &cg.container {
-        line.push_str(&c.short());
-    } else if let Some(u) = &cg.unit {
-        line.push_str(&escape(u));
-    } else if cg.gone {
-        line.push_str(&format!("cgroup:{}", cg.id));
-    }
-    if line.len() == mark {
-        line.truncate(mark - 2);
-    } else {
-        line.push('\n');
-    }
+    line.push_str(&text);
+    line.push('\n');
 }
 
 /// -b -v: `  [nginx] <- [systemd]`, the holder and its ancestors up to the

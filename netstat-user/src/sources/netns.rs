@@ -46,6 +46,12 @@ impl Labels {
     }
 }
 
+/// The namespace a mode is limited to: ours (its inode), or 0 for every
+/// one (--all-namespaces, or ours unreadable).
+pub fn scope(cfg: &crate::cli::config::Config) -> u32 {
+    if cfg.all_namespaces { 0 } else { super::netns_inode(&cfg.proc_root) }
+}
+
 /// CAP_SYS_ADMIN and CAP_SYS_PTRACE in our effective set (`CapEff` of
 /// /proc/self/status): setns into a network namespace needs the first, and
 /// reading another user's /proc/PID/ns/net the second (without it some

@@ -48,13 +48,8 @@ impl ProcFdScan {
 
 /// pid → comm, start time (and exe) of one process, as /proc shows it.
 pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> Owner {
-    let dir = proc_root.join(pid.to_string());
-    let mut comm = std::fs::read(dir.join("comm")).unwrap_or_default();
-    if comm.last() == Some(&b'\n') {
-        comm.pop();
-    }
-    let mut o = Owner::new(pid, Comm::new(&comm), OwnerSource::Proc);
-    o.pid_start = std::fs::read(dir.join("stat")).ok().and_then(|s| start_time(&s));
+    let mut o = Owner::new(pid, comm_of(proc_root, pid), OwnerSource::Proc);
+    o.pid_start = start_of(proc_root, pid);
     if with_exe {
         o.exe = exe(proc_root, pid);
     }
@@ -68,7 +63,7 @@ pub fn process(proc_root: &Path, pid: u32, with_exe: bool) -> Owner {
 pub fn lineage(proc_root: &Path, o: &mut Owner, cgroups: &mut Cgroups) {
     if let Some(id) = o.cgroup_id {
         if o.cgroup.is_none() {
-            o.cgroup = Some(cgroups.by_id(id));
+            o.cgroup = Some(cgroups.resolve(proc_root, id, o.pid));
         }
         return;
     }
@@ -115,11 +110,16 @@ pub fn fill_ancestors(proc_root: &Path, o: &mut Owner, cgroups: &mut Cgroups) {
 pub fn parent_of(proc_root: &Path, pid: u32) -> Option<Process> {
     let stat = std::fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
     let ppid = stat_field(&stat, 4)?.parse::<u32>().ok().filter(|&p| p != 0)?;
-    let mut comm = std::fs::read(proc_root.join(ppid.to_string()).join("comm")).unwrap_or_default();
+    Some(Process { pid: ppid, comm: comm_of(proc_root, ppid), pid_start: None })
+}
+
+/// /proc/PID/comm without its newline (empty when gone).
+fn comm_of(proc_root: &Path, pid: u32) -> Comm {
+    let mut comm = std::fs::read(proc_root.join(pid.to_string()).join("comm")).unwrap_or_default();
     if comm.last() == Some(&b'\n') {
         comm.pop();
     }
-    Some(Process { pid: ppid, comm: Comm::new(&comm), pid_start: None })
+    Comm::new(&comm)
 }
 
 /// Field `n` (1-based, n > 2) of /proc/PID/stat, after the comm.

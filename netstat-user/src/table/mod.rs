@@ -191,7 +191,7 @@ impl Table {
 
     /// Apply one kernel event.
     pub fn apply(&mut self, e: &SockEvent) {
-        if self.netns != 0 && e.id.netns != 0 && e.id.netns != self.netns {
+        if !e.id.within(self.netns) {
             return;
         }
         if e.id.cookie == 0 {
