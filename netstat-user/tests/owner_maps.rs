@@ -433,14 +433,17 @@ fn a_thread_acts_as_its_process() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let thread_name = name("thr");
-    let (tid, local) = std::thread::spawn({
+    // The connection stays open until the stream has stopped: a child that
+    // another test thread forks meanwhile inherits a copy of it until its
+    // exec, and could otherwise be its last holder and rightly named.
+    let (tid, local, _conn) = std::thread::spawn({
         let thread_name = thread_name.clone();
         move || {
             let c = CString::new(thread_name).unwrap();
             unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
             let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             let local = s.local_addr().unwrap().to_string();
-            (unsafe { libc::gettid() } as u64, local)
+            (unsafe { libc::gettid() } as u64, local, s)
         }
     })
     .join()
