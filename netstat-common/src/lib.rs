@@ -19,8 +19,12 @@ pub mod kind {
     /// inherited across fork). The event names the new holder; its states
     /// are 0.
     pub const TCP_OWNER: u32 = 6;
+    /// A TCP socket sent (`flags::RESET_SENT`) or received an RST
+    /// (tcp:tcp_send_reset, tcp:tcp_receive_reset). Its states are the
+    /// socket's state then; the owner is the socket's captured holder.
+    pub const TCP_RESET: u32 = 7;
     /// The highest kind this build knows.
-    pub const LAST: u32 = TCP_OWNER;
+    pub const LAST: u32 = TCP_RESET;
 }
 
 /// `Event::flags` bits.
@@ -39,6 +43,8 @@ pub mod flags {
     pub const IMPLICIT_BIND: u32 = 1 << 4;
     /// `duration_ns`, `bytes_acked`, `bytes_received` are filled in.
     pub const HAS_LIFETIME: u32 = 1 << 5;
+    /// `kind::TCP_RESET`: the socket sent the RST (else it received one).
+    pub const RESET_SENT: u32 = 1 << 6;
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -102,7 +108,9 @@ pub struct Event {
     /// The process that created or accepted the socket, 0 when unknown (a
     /// socket that predates the tracer).
     pub creator_tgid: u32,
-    pub _pad: u32,
+    /// On a transition to CLOSE: the socket's pending error (`sk_err`:
+    /// ETIMEDOUT for a timeout, ECONNREFUSED, ECONNRESET), else 0.
+    pub sk_err: u32,
     pub creator_start_ns: u64,
     pub creator_comm: [u8; COMM_LEN],
     /// The holder's lineage and place (`Owner::cgroup_id` and after).
@@ -140,7 +148,7 @@ impl Event {
             cookie: 0,
             pid_start_ns: 0,
             creator_tgid: 0,
-            _pad: 0,
+            sk_err: 0,
             creator_start_ns: 0,
             creator_comm: [0; COMM_LEN],
             cgroup_id: 0,
@@ -300,8 +308,10 @@ pub struct KernelOffsets {
     // io_uring:io_uring_complete record (tracefs format): `req`, `res`
     pub io_complete_req: u32,
     pub io_complete_res: u32,
+    /// `sock.sk_err` (int): why a socket closed (a timeout, a reset).
+    pub sk_err: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 41 * 4);
 
 impl KernelOffsets {
     pub const fn unknown() -> Self {
@@ -347,6 +357,7 @@ impl KernelOffsets {
             io_accept_file_slot: u,
             io_complete_req: u,
             io_complete_res: u,
+            sk_err: u,
         }
     }
 }

@@ -147,6 +147,7 @@ pub struct Body {
     pub bytes_acked: u64,
     pub bytes_received: u64,
     pub cookie: u64,
+    pub sk_err: u32,
 }
 
 impl Body {
@@ -166,6 +167,7 @@ impl Body {
             bytes_acked: 0,
             bytes_received: 0,
             cookie,
+            sk_err: 0,
         }
     }
 }
@@ -205,7 +207,7 @@ pub fn emit(owner: &Owner, b: &Body) {
         (*ev).cookie = b.cookie;
         (*ev).pid_start_ns = owner.pid_start_ns;
         (*ev).creator_tgid = owner.creator_tgid;
-        (*ev)._pad = 0;
+        (*ev).sk_err = b.sk_err;
         (*ev).creator_start_ns = owner.creator_start_ns;
         (*ev).creator_comm = owner.creator_comm;
         (*ev).cgroup_id = owner.cgroup_id;

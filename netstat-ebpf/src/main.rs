@@ -14,6 +14,7 @@ mod holder;
 mod kfunc;
 mod kprobe;
 mod scratch;
+mod reset;
 mod sock;
 mod state;
 mod udp;

@@ -245,6 +245,7 @@ fn report(tr: &Transition, tuple: &Tuple, owner: &Owner, src: u32) {
         bytes_acked: 0,
         bytes_received: 0,
         cookie: tr.cookie,
+        sk_err: 0,
     };
     if new == CLOSE {
         if owner.start_ns != 0 {
@@ -252,6 +253,8 @@ fn report(tr: &Transition, tuple: &Tuple, owner: &Owner, src: u32) {
         }
         b.bytes_acked = read(sk, o.tcp_bytes_acked).unwrap_or(0);
         b.bytes_received = read(sk, o.tcp_bytes_received).unwrap_or(0);
+        // tcp_write_err and tcp_reset set it before tcp_done's CLOSE.
+        b.sk_err = read::<i32>(sk, o.sk_err).unwrap_or(0) as u32;
         b.flags |= flags::HAS_LIFETIME;
     }
     emit(owner, &b);

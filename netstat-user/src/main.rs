@@ -4,7 +4,7 @@ use netstat_user::{
     EnvError, cli,
     cli::config::Mode,
     is_broken_pipe,
-    modes::{display, live, probe_report, stream, version},
+    modes::{display, history, live, probe_report, record, stream, version},
 };
 
 fn live_kernel(cfg: &netstat_user::cli::config::Config) -> bool {
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     };
     let res = match cfg.mode {
         Mode::Stream => stream::run(&cfg),
+        Mode::Record => record::run(&cfg),
+        Mode::History => history::run_history(&cfg),
+        Mode::Connections if cfg.at.is_some() => history::run_at(&cfg),
         Mode::ProbeReport => probe_report::run(&cfg),
         Mode::Version => version::run(&cfg),
         Mode::Generate(a) => {

@@ -13,6 +13,10 @@ pub enum Mode {
     Info { route: bool, statistics: bool, ethernet: bool },
     /// --stream
     Stream,
+    /// --record: the history recorder.
+    Record,
+    /// --history: recorded connection lifetimes.
+    History,
     /// --probe-report
     ProbeReport,
     /// --version
@@ -126,4 +130,24 @@ pub struct Config {
     pub runtime_root: PathBuf,
     /// --all-namespaces: every network namespace, not only ours.
     pub all_namespaces: bool,
+    /// --db, --retain, --max-db-size (--record, --history, --at).
+    pub record: RecordOptions,
+    /// --history's selection (and --at's address, port, process filters).
+    pub query: crate::sources::history::query::Filter,
+    /// --at TIME: the table as it was then (unix µs).
+    pub at: Option<i64>,
+}
+
+/// Where the history is kept and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOptions {
+    pub db: PathBuf,
+    pub retain_us: i64,
+    pub max_db_bytes: Option<u64>,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions { db: PathBuf::from(crate::sources::history::DEFAULT_DB), retain_us: 7 * 86_400 * 1_000_000, max_db_bytes: None }
+    }
 }

@@ -110,6 +110,45 @@ pub struct Cli {
     /// Every network namespace on the host, not only netstat's own (needs CAP_SYS_ADMIN to enter them); the table adds a Namespace column
     #[arg(long = "all-namespaces")]
     pub all_namespaces: bool,
+    /// Record every connection's lifetime (and its owner) into the history database until Ctrl+C or --duration
+    #[arg(long = "record")]
+    pub record: bool,
+    /// List recorded connection lifetimes, oldest first, then the gaps in the record (filters: --since, --until, --remote, --local, --port, --pid, --comm, --unit, -p)
+    #[arg(long = "history")]
+    pub history: bool,
+    /// Show the connection table as it was at TIME, from the history (with -a, -n, -o, -b, -p, --json)
+    #[arg(long = "at", value_name = "TIME")]
+    pub at: Option<String>,
+    /// History database for --record, --history and --at
+    #[arg(long = "db", value_name = "PATH", default_value = crate::sources::history::DEFAULT_DB)]
+    pub db: std::path::PathBuf,
+    /// --history: lifetimes that were open at or after TIME (RFC 3339, 'YYYY-MM-DD HH:MM[:SS]' in local time, or relative: -10m, -2h, -1d)
+    #[arg(long = "since", value_name = "TIME")]
+    pub since: Option<String>,
+    /// --history: lifetimes that opened at or before TIME
+    #[arg(long = "until", value_name = "TIME")]
+    pub until: Option<String>,
+    /// --history, --at: only connections with this foreign address (and port)
+    #[arg(long = "remote", value_name = "ADDR[:PORT]")]
+    pub remote: Option<String>,
+    /// --history, --at: only connections with this local address (and port)
+    #[arg(long = "local", value_name = "ADDR[:PORT]")]
+    pub local: Option<String>,
+    /// --history, --at: only connections with this local or foreign port
+    #[arg(long = "port", value_name = "N")]
+    pub port: Option<u16>,
+    /// --history, --at: only connections this process name held or created
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comm: Option<String>,
+    /// --history, --at: only connections of this systemd unit (nginx.service)
+    #[arg(long = "unit", value_name = "NAME")]
+    pub unit: Option<String>,
+    /// --record: keep this long (N followed by s, m, h, d or w), pruning the oldest first
+    #[arg(long = "retain", value_name = "DURATION", default_value = "7d")]
+    pub retain: String,
+    /// --record: keep the database under this size (bytes, or with K, M, G), pruning the oldest first
+    #[arg(long = "max-db-size", value_name = "BYTES")]
+    pub max_db_size: Option<String>,
     /// Print the version, git revision and the kernel features found, then exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
@@ -247,6 +286,10 @@ impl Cli {
             Mode::ProbeReport
         } else if self.stream {
             Mode::Stream
+        } else if self.record {
+            Mode::Record
+        } else if self.history {
+            Mode::History
         } else if self.route || self.statistics || self.ethernet {
             Mode::Info {
                 route: self.route,
@@ -260,6 +303,7 @@ impl Cli {
             return Err(UsageError("--delta needs an INTERVAL and -e or -s: it shows how their counters changed between displays".into()));
         }
         check_pid(self.pid, &mode)?;
+        let (record, query, at) = self.history_options(&mode, interval.is_some(), proto, family)?;
         if self.all_namespaces && matches!(mode, Mode::Info { .. } | Mode::ProbeReport | Mode::Version | Mode::Generate(_)) {
             return Err(UsageError(
                 "--all-namespaces selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report".into(),
@@ -294,8 +338,130 @@ impl Cli {
             sys_root: self.sys_root,
             runtime_root: self.runtime_root,
             all_namespaces: self.all_namespaces,
+            record,
+            query,
+            at,
         })
     }
+
+    /// --record, --history, --at and what goes with them.
+    fn history_options(
+        &self,
+        mode: &Mode,
+        interval: bool,
+        proto: ProtoFilter,
+        family: Family,
+    ) -> Result<(self::config::RecordOptions, crate::sources::history::query::Filter, Option<i64>), UsageError> {
+        let esc = crate::escape::escape;
+        let picked: Vec<&str> = [(self.stream, "--stream"), (self.record, "--record"), (self.history, "--history"), (self.at.is_some(), "--at")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        if picked.len() > 1 {
+            return Err(UsageError(format!("{} and {} cannot be combined: pick one", picked[0], picked[1])));
+        }
+        let history_mode = self.record || self.history || self.at.is_some();
+        if history_mode {
+            let _ = mode;
+            if self.route || self.statistics || self.ethernet || self.probe_report || self.version || self.generate.is_some() {
+                return Err(UsageError(format!("{} goes with the connection table, not -r, -s, -e or --probe-report", picked[0])));
+            }
+            if interval {
+                return Err(UsageError(format!("{} takes no INTERVAL", picked[0])));
+            }
+        }
+        let db_given = self.db != std::path::Path::new(crate::sources::history::DEFAULT_DB);
+        if db_given && !history_mode {
+            return Err(UsageError("--db names the history database: it goes with --record, --history or --at".into()));
+        }
+        for (given, flag) in [(self.since.is_some(), "--since"), (self.until.is_some(), "--until")] {
+            if given && !self.history {
+                return Err(UsageError(format!("{flag} selects lifetimes: it goes with --history")));
+            }
+        }
+        for (given, flag) in [
+            (self.remote.is_some(), "--remote"),
+            (self.local.is_some(), "--local"),
+            (self.port.is_some(), "--port"),
+            (self.comm.is_some(), "--comm"),
+            (self.unit.is_some(), "--unit"),
+        ] {
+            if given && !(self.history || self.at.is_some()) {
+                return Err(UsageError(format!("{flag} selects recorded connections: it goes with --history or --at")));
+            }
+        }
+        if (self.retain != "7d" || self.max_db_size.is_some()) && !self.record {
+            return Err(UsageError("--retain and --max-db-size bound what --record keeps: they go with --record".into()));
+        }
+        let now = crate::sources::history::now_us();
+        let time = |flag: &str, s: &Option<String>| -> Result<Option<i64>, UsageError> {
+            s.as_deref()
+                .map(|t| crate::timefmt::parse_time(t, now).map_err(|why| UsageError(format!("invalid {flag} '{}': {why}", esc(t)))))
+                .transpose()
+        };
+        let at = time("--at", &self.at)?;
+        let since = time("--since", &self.since)?;
+        let until = time("--until", &self.until)?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(UsageError("--since is after --until: nothing can match".into()));
+            }
+        }
+        let endpoint = |flag: &str, s: &Option<String>| -> Result<Option<(std::net::IpAddr, Option<u16>)>, UsageError> {
+            s.as_deref()
+                .map(|a| {
+                    parse_endpoint(a).ok_or_else(|| {
+                        UsageError(format!("invalid {flag} '{}': expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", esc(a)))
+                    })
+                })
+                .transpose()
+        };
+        let retain_us = crate::timefmt::parse_duration_us(&self.retain)
+            .map_err(|why| UsageError(format!("invalid --retain '{}': {why}", esc(&self.retain))))?;
+        let max_db_bytes = self
+            .max_db_size
+            .as_deref()
+            .map(|b| parse_bytes(b).ok_or_else(|| UsageError(format!("invalid --max-db-size '{}': expected a number of bytes of at least 65536 (K, M, G suffixes: powers of 1024)", esc(b)))))
+            .transpose()?;
+        let query = crate::sources::history::query::Filter {
+            since_us: since,
+            until_us: until,
+            remote: endpoint("--remote", &self.remote)?,
+            local: endpoint("--local", &self.local)?,
+            port: self.port,
+            pid: self.pid,
+            comm: self.comm.as_ref().map(|c| c.as_bytes().to_vec()),
+            unit: self.unit.clone(),
+            tcp: proto.tcp,
+            udp: proto.udp,
+            ipv4: family.v4(),
+            ipv6: family.v6(),
+            listed: false,
+        };
+        Ok((self::config::RecordOptions { db: self.db.clone(), retain_us, max_db_bytes }, query, at))
+    }
+}
+
+/// `ADDR`, `ADDR:PORT`, `[ADDR]` or `[ADDR]:PORT`.
+fn parse_endpoint(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
+    }
+    let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    bare.parse().ok().map(|ip| (ip, None))
+}
+
+/// Bytes, with an optional K, M, G or T (powers of 1024); at least 64 KiB.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last()? {
+        (i, 'k' | 'K') => (&t[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&t[..i], 1 << 20),
+        (i, 'g' | 'G') => (&t[..i], 1 << 30),
+        (i, 't' | 'T') => (&t[..i], 1 << 40),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult).filter(|&b| b >= 65_536)
 }
 
 /// `--pid` narrows connections and events; -r/-s/-e and the probe report

@@ -15,6 +15,8 @@ pub enum Change {
     Accept,
     /// The socket changed hands between transitions; `state` is its state.
     Owner { state: u32 },
+    /// The socket sent (`sent`) or received an RST; `state` is its state.
+    Reset { sent: bool, state: u32 },
     /// `implicit`: done by a first send or connect on an unbound socket.
     UdpBind { implicit: bool },
     UdpConnect,
@@ -29,6 +31,7 @@ impl Change {
             Change::TcpState { .. } => "tcp_state",
             Change::Accept => "tcp_accept",
             Change::Owner { .. } => "tcp_owner",
+            Change::Reset { .. } => "tcp_reset",
             Change::UdpBind { .. } => "udp_bind",
             Change::UdpConnect => "udp_connect",
             Change::UdpClose => "udp_close",
@@ -50,6 +53,9 @@ pub struct Lifetime {
     /// `tcp_sock.bytes_acked` (sequence space: SYN and FIN count one each).
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The socket's error as it closed (`sk_err`: ETIMEDOUT, ECONNREFUSED,
+    /// ECONNRESET), 0 for none.
+    pub error: u32,
 }
 
 /// One kernel event.
@@ -78,6 +84,7 @@ fn change_of(e: &Event) -> Change {
         kind::TCP_STATE => Change::TcpState { old: e.old_state, new: e.new_state },
         kind::TCP_ACCEPT => Change::Accept,
         kind::TCP_OWNER => Change::Owner { state: e.new_state },
+        kind::TCP_RESET => Change::Reset { sent: e.flags & flags::RESET_SENT != 0, state: e.new_state },
         kind::UDP_BIND => Change::UdpBind { implicit: e.flags & flags::IMPLICIT_BIND != 0 },
         kind::UDP_CONNECT => Change::UdpConnect,
         kind::UDP_CLOSE => Change::UdpClose,
@@ -120,6 +127,7 @@ impl SockEvent {
             duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
             bytes_sent: e.bytes_acked,
             bytes_received: e.bytes_received,
+            error: e.sk_err,
         });
         SockEvent {
             ts_ns: e.ts_ns,

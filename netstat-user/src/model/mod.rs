@@ -3,6 +3,7 @@
 //! table) and every printer reads it (text layouts and the JSON encoder).
 //! Plain data and the rules that name things; no I/O, no formats.
 pub mod event;
+pub mod history;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -285,6 +286,20 @@ pub struct ClosedConnection {
     pub closed_ns: u64,
     /// How long it lived, when the kernel could tell.
     pub duration_ns: Option<u64>,
+}
+
+/// The errno names a socket's close can carry (`Lifetime::error`).
+pub fn errno_name(e: u32) -> &'static str {
+    match e as i32 {
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EPIPE => "EPIPE",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        _ => "error",
+    }
 }
 
 /// netstat's names for the kernel's TCP states.

@@ -7,9 +7,7 @@
 use std::{
     collections::{HashMap, HashSet},
     io::{BufWriter, Write},
-    path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
     time::Duration,
 };
 
@@ -23,7 +21,7 @@ use crate::{
     sources::{
         cgroup::Cgroups,
         netns::Labels,
-        owners::{self, ProcFdScan},
+        owners::{self, ExeCache, ProcFdScan},
         resolve::Resolver,
         snapshot,
     },
@@ -31,46 +29,6 @@ use crate::{
     timefmt::{monotonic_ns, realtime_offset_ns},
     tracer::{Record, TracerOptions, drain::Drain, plan},
 };
-
-/// Executables of the processes seen, read while they are alive (for -b),
-/// by process identity (PID and start time): an exe is only ever shown for
-/// the process it was read from. One whose process had exited, or whose PID
-/// named another process by the time it was read, has none (the display
-/// then shows the comm the kernel captured).
-#[derive(Default)]
-struct ExeCache {
-    proc_root: PathBuf,
-    by_proc: HashMap<(u32, Option<u64>), Option<Arc<Path>>>,
-}
-
-impl ExeCache {
-    const MAX: usize = 65_536;
-
-    fn note(&mut self, pid: u32, start: Option<u64>) {
-        if pid == 0 || self.by_proc.contains_key(&(pid, start)) {
-            return;
-        }
-        if self.by_proc.len() >= Self::MAX {
-            self.by_proc.clear();
-        }
-        let exe = owners::exe(&self.proc_root, pid);
-        // Read after the exe: if the start still matches, the exe was its.
-        let now = owners::start_of(&self.proc_root, pid);
-        let exe = exe.filter(|_| now.is_some() && (start.is_none() || now == start));
-        self.by_proc.insert((pid, start), exe);
-    }
-
-    fn insert(&mut self, o: &Owner) {
-        self.by_proc.entry((o.pid, o.pid_start)).or_insert_with(|| o.exe.clone());
-    }
-
-    /// `o` with the executable seen for its process.
-    fn fill(&self, o: &mut Owner) {
-        if o.exe.is_none() {
-            o.exe = self.by_proc.get(&(o.pid, o.pid_start)).cloned().flatten();
-        }
-    }
-}
 
 struct Live<'a> {
     cfg: &'a Config,
@@ -258,7 +216,7 @@ async fn live_loop(cfg: &Config, tracer: &mut Drain) -> anyhow::Result<ExitCode>
         kernel_follows_sends,
         cfg,
         table: Table::new(crate::sources::netns::scope(cfg), cfg.max_rows),
-        exes: ExeCache { proc_root: cfg.proc_root.clone(), ..Default::default() },
+        exes: ExeCache::new(&cfg.proc_root),
         cgroups: Cgroups::new(&cfg.proc_root, &cfg.runtime_root),
         labels: cfg.all_namespaces.then(Labels::default),
         names: (!cfg.numeric).then(|| Resolver::system(&cfg.proc_root)),

@@ -361,8 +361,13 @@ pub fn event(buf: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128, clock: &mu
         o.str("old_state", tcp_state_name(old));
         o.str("new_state", tcp_state_name(new));
     }
-    if let crate::model::Change::Owner { state } = e.change {
-        o.str("state", tcp_state_name(state));
+    match e.change {
+        crate::model::Change::Owner { state } => o.str("state", tcp_state_name(state)),
+        crate::model::Change::Reset { sent, state } => {
+            o.str("state", tcp_state_name(state));
+            o.str("direction", if sent { "sent" } else { "received" });
+        }
+        _ => {}
     }
     owner_fields(&mut o, e.owner.as_ref(), e.uid);
     if let crate::model::Change::UdpBind { implicit } = e.change {
@@ -372,9 +377,82 @@ pub fn event(buf: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128, clock: &mu
         o.opt_u64("duration_ns", l.duration_ns);
         o.u64("bytes_sent", l.bytes_sent);
         o.u64("bytes_received", l.bytes_received);
+        if l.error != 0 {
+            o.str("error", crate::model::errno_name(l.error));
+        }
     }
     o.end();
     buf.push(b'\n');
+}
+
+/// One recorded lifetime (schema `recorded_connection`, `--history`).
+pub fn recorded(buf: &mut Vec<u8>, r: &crate::model::history::Recorded) {
+    use crate::{model::history::FinFirst, timefmt::rfc3339_micros};
+    let c = &r.conn;
+    let mut o = Obj::begin(buf);
+    socket_fields(&mut o, c.proto, c.ipv6, c.local, c.remote, c.id, Names::default());
+    match c.state {
+        Some(s) => o.str("state", tcp_state_name(s)),
+        None => o.null("state"),
+    }
+    o.str("end", r.end.key());
+    match r.fin_first {
+        Some(FinFirst::Local) => o.str("fin_first", "local"),
+        Some(FinFirst::Remote) => o.str("fin_first", "remote"),
+        None => {}
+    }
+    o.str("opened", &rfc3339_micros(r.opened_us));
+    match r.closed_us {
+        Some(t) => o.str("closed", &rfc3339_micros(t)),
+        None => o.null("closed"),
+    }
+    if let Some(t) = r.closed_us {
+        o.u64("duration_ns", (t - r.opened_us).max(0) as u64 * 1000);
+    }
+    o.bool("before_recording", r.before_recording);
+    o.bool("passive", r.passive);
+    o.opt_u64("bytes_sent", r.bytes_sent);
+    o.opt_u64("bytes_received", r.bytes_received);
+    owner_fields(&mut o, c.owner.as_ref(), c.uid);
+    if !r.holders.is_empty() {
+        let b = o.key("holders");
+        b.push(b'[');
+        for (i, (since, h)) in r.holders.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            let mut ho = Obj::begin(b);
+            ho.str("since", &rfc3339_micros(*since));
+            ho.u64("pid", h.pid as u64);
+            ho.text("comm", h.comm.as_bytes());
+            if let Some(s) = h.pid_start {
+                ho.u64("pid_start", s);
+            }
+            if let Some(p) = &h.exe {
+                ho.text("exe", p.as_os_str().as_encoded_bytes());
+            }
+            ho.end();
+        }
+        b.push(b']');
+    }
+    o.end();
+}
+
+/// One gap in the record (schema `history_gap`).
+pub fn gap(buf: &mut Vec<u8>, g: &crate::model::history::Gap) {
+    use crate::{model::history::GapKind, timefmt::rfc3339_micros};
+    let mut o = Obj::begin(buf);
+    o.str("from", &rfc3339_micros(g.from_us));
+    o.str("to", &rfc3339_micros(g.to_us));
+    match &g.kind {
+        GapKind::NotRecording => o.str("kind", "not_recording"),
+        GapKind::Lost { reason, count } => {
+            o.str("kind", "lost");
+            o.text("reason", reason.as_bytes());
+            o.u64("count", *count);
+        }
+    }
+    o.end();
 }
 
 /// One NDJSON line for events the kernel could not deliver.

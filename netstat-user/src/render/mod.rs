@@ -3,6 +3,7 @@
 //! and never read the system themselves, apart from name lookups through
 //! `Resolver`.
 pub mod connections;
+pub mod history;
 pub mod info;
 pub mod json;
 pub mod live;

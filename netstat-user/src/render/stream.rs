@@ -55,6 +55,8 @@ impl fmt::Display for What {
             Change::TcpState { old, new } => write!(f, "{} -> {}", tcp_state_name(old), tcp_state_name(new)),
             Change::Accept => f.write_str("ACCEPT"),
             Change::Owner { .. } => f.write_str("OWNER"),
+            Change::Reset { sent: true, .. } => f.write_str("RST sent"),
+            Change::Reset { sent: false, .. } => f.write_str("RST received"),
             Change::UdpBind { implicit: true } => f.write_str("BIND (implicit)"),
             Change::UdpBind { implicit: false } => f.write_str("BIND"),
             Change::UdpConnect => f.write_str("CONNECT"),
@@ -91,6 +93,9 @@ pub fn write_event(out: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128) {
             let _ = write!(out, "  lived {}", Lived(d));
         }
         let _ = write!(out, "  sent {} B  received {} B", l.bytes_sent, l.bytes_received);
+        if l.error != 0 {
+            let _ = write!(out, "  {}", crate::model::errno_name(l.error));
+        }
     }
     out.push(b'\n');
 }

@@ -215,6 +215,12 @@ pub fn container_of(rel: &[u8]) -> Option<Container> {
     found
 }
 
+/// A runtime's name as `Container::runtime` spells it (a stored one read
+/// back); `cri` for one this build does not know.
+pub fn runtime_name(s: &str) -> &'static str {
+    ["docker", "containerd", "cri-o", "podman"].into_iter().find(|r| *r == s).unwrap_or("cri")
+}
+
 /// Longest runtime file read for a name: a container's config is small.
 const MAX_CONFIG: u64 = 4 << 20;
 

@@ -4,6 +4,7 @@
 //! reader takes a root path so tests can point it at a fixture tree.
 pub mod cgroup;
 pub mod delta;
+pub mod history;
 pub mod info;
 pub mod netlink;
 pub mod netns;

@@ -6,6 +6,7 @@ use std::{
     ffi::{CStr, CString},
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use super::cgroup::Cgroups;
@@ -312,6 +313,50 @@ fn read_links(proc_root: &Path, pid: u32, fds: &[u32], wanted: &HashSet<u64>, ou
 fn socket_inode(link: &[u8]) -> Option<u64> {
     let rest = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
+/// Executables of the processes seen, read while they are alive (for -b),
+/// by process identity (PID and start time): an exe is only ever shown for
+/// the process it was read from. One whose process had exited, or whose PID
+/// named another process by the time it was read, has none (the display
+/// then shows the comm the kernel captured).
+#[derive(Default)]
+pub struct ExeCache {
+    proc_root: PathBuf,
+    by_proc: HashMap<(u32, Option<u64>), Option<Arc<Path>>>,
+}
+
+impl ExeCache {
+    const MAX: usize = 65_536;
+
+    pub fn new(proc_root: &Path) -> ExeCache {
+        ExeCache { proc_root: proc_root.to_path_buf(), by_proc: HashMap::new() }
+    }
+
+    pub fn note(&mut self, pid: u32, start: Option<u64>) {
+        if pid == 0 || self.by_proc.contains_key(&(pid, start)) {
+            return;
+        }
+        if self.by_proc.len() >= Self::MAX {
+            self.by_proc.clear();
+        }
+        let exe = exe(&self.proc_root, pid);
+        // Read after the exe: if the start still matches, the exe was its.
+        let now = start_of(&self.proc_root, pid);
+        let exe = exe.filter(|_| now.is_some() && (start.is_none() || now == start));
+        self.by_proc.insert((pid, start), exe);
+    }
+
+    pub fn insert(&mut self, o: &Owner) {
+        self.by_proc.entry((o.pid, o.pid_start)).or_insert_with(|| o.exe.clone());
+    }
+
+    /// `o` with the executable seen for its process.
+    pub fn fill(&self, o: &mut Owner) {
+        if o.exe.is_none() {
+            o.exe = self.by_proc.get(&(o.pid, o.pid_start)).cloned().flatten();
+        }
+    }
 }
 
 #[cfg(test)]

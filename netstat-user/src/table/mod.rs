@@ -4,6 +4,7 @@
 //! (network namespace + socket cookie), never by 4-tuple. Bounded: closed
 //! rows beyond the cap are dropped oldest first, and counted. Reads and
 //! writes the connection model only; knows nothing of output formats.
+pub mod lifetimes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use netstat_common::tcp_state;
@@ -230,7 +231,8 @@ impl Table {
                 }
             }
             Change::UdpClose => self.close_row(id, e, None),
-            Change::Unknown(_) => {}
+            // The transition that follows says what the reset did.
+            Change::Reset { .. } | Change::Unknown(_) => {}
         }
         self.enforce_cap();
     }

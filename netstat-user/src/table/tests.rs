@@ -62,7 +62,7 @@ fn connection_lifecycle_follows_the_socket_and_closes_into_time_wait() {
     t.apply(&ev(1, 5000, 80, ESTABLISHED, FIN_WAIT1, 12, 7));
     t.apply(&ev(1, 5000, 80, FIN_WAIT1, FIN_WAIT2, 13, 7));
     let mut fin_ev = ev(1, 5000, 80, FIN_WAIT2, CLOSE, 14, 7);
-    fin_ev.lifetime = Some(crate::model::Lifetime { duration_ns: Some(4), bytes_sent: 1, bytes_received: 1 });
+    fin_ev.lifetime = Some(crate::model::Lifetime { duration_ns: Some(4), bytes_sent: 1, bytes_received: 1, error: 0 });
     t.apply(&fin_ev);
     let closed = t.take_closed();
     assert_eq!(closed.len(), 1);

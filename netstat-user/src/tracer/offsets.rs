@@ -55,6 +55,8 @@ pub fn resolve(btf: &Btf, sys_exit: Option<&Format>, io_complete: Option<&Format
     }
     o.tcp_bytes_acked = btf.member_sized("tcp_sock.bytes_acked", 8).unwrap_or(OFFSET_UNKNOWN);
     o.tcp_bytes_received = btf.member_sized("tcp_sock.bytes_received", 8).unwrap_or(OFFSET_UNKNOWN);
+    // Why a socket closed (0 in events without it).
+    o.sk_err = btf.member_sized("sock.sk_err", 4).unwrap_or(OFFSET_UNKNOWN);
     // Where the programs cannot ask for the cookie, events carry 0 without it.
     o.sk_cookie = btf.member_sized("sock.__sk_common.skc_cookie", 8).unwrap_or(OFFSET_UNKNOWN);
     match btf.member_sized("sock.__sk_common.skc_state", 1) {

@@ -197,6 +197,20 @@ pub(super) const HOOKS: &[Hook] = &[
         prefer_probes: false,
     },
     Hook {
+        name: "tcp_reset",
+        essential: false,
+        // Which side reset a connection (reset.rs): without it a reset
+        // connection's end says only that it closed without a FIN.
+        needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
+        tracepoints: &[("tcp_send_reset", RAW, "tcp_send_reset"), ("tcp_receive_reset", RAW, "tcp_receive_reset")],
+        cgroup: &[],
+        fallback: &[],
+        fentry: &[],
+        kprobe: &[],
+        probe_needs: &[],
+        prefer_probes: false,
+    },
+    Hook {
         name: "tcp_drain",
         essential: false,
         // A socket's owner entry goes when it is freed, however it ended.
