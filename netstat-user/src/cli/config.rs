@@ -2,6 +2,8 @@
 use std::path::PathBuf;
 
 pub const DEFAULT_RING_SIZE: u32 = 8 << 20;
+/// --record's ring unless --ring-size says otherwise.
+pub const RECORD_RING_SIZE: u32 = 32 << 20;
 pub const DEFAULT_OWNER_MAP_SIZE: u32 = 262_144;
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 

@@ -80,7 +80,7 @@ pub struct Cli {
     /// Kernel probe backend: auto, tracepoint (tracepoints + cgroup hooks), fentry, kprobe
     #[arg(long = "backend", value_name = "BACKEND", default_value = "auto")]
     pub backend: String,
-    /// Ring buffer size in bytes (power of two, at least one page)
+    /// Ring buffer size in bytes (power of two, at least one page; --record takes 32 MiB unless given another)
     #[arg(long = "ring-size", value_name = "BYTES", default_value_t = self::config::DEFAULT_RING_SIZE)]
     pub ring_size: u32,
     /// Capacity of the kernel's socket-owner map
@@ -326,7 +326,13 @@ impl Cli {
             interval,
             delta: self.delta,
             backend,
-            ring_size: self.ring_size,
+            // The recorder runs for days beside whatever load comes: a
+            // larger ring rides out longer waits for the CPU.
+            ring_size: if self.record && self.ring_size == self::config::DEFAULT_RING_SIZE {
+                self::config::RECORD_RING_SIZE
+            } else {
+                self.ring_size
+            },
             owner_map_size: self.owner_map_size,
             max_rows: self.max_rows,
             fail_on_loss: self.fail_on_loss,

@@ -115,6 +115,9 @@ pub struct Recorded {
     pub holders: Vec<(i64, Owner)>,
     /// The store says it changed hands (`holders` is read only for those).
     pub handed_over: bool,
+    /// The store has a row for it already (written while open, or read
+    /// back): the next write replaces it.
+    pub stored: bool,
 }
 
 /// How long Linux keeps a TIME_WAIT socket (TCP_TIMEWAIT_LEN).

@@ -60,6 +60,31 @@ impl SockId {
     }
 }
 
+/// A map keyed by socket identity. Cookies are the kernel's own unique
+/// counter, not input anyone chooses, so a multiplicative hash (FxHash's)
+/// serves where SipHash would cost more than the rest of an event's work.
+pub type IdMap<V> = std::collections::HashMap<SockId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 /// Where an owner came from (the schema's `owner_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OwnerSource {

@@ -65,6 +65,9 @@ async fn record(cfg: &Config) -> anyhow::Result<ExitCode> {
     let thread = std::thread::Builder::new()
         .name("netstat-record".into())
         .spawn(move || {
+            // The ring's reader comes first: under a flood the batches wait
+            // in memory, never the kernel's events.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
             let mut writer = writer;
             for msg in rx {
                 match msg {

@@ -14,7 +14,7 @@ use netstat_common::tcp_state::*;
 
 use crate::{
     model::{
-        Change, Connection, Owner, OwnerSource, Proto, SockEvent, SockId,
+        Change, Connection, IdHasher, IdMap, Owner, OwnerSource, Proto, SockEvent, SockId,
         history::{End, FinFirst, Recorded},
     },
     sources::{cgroup::Cgroups, owners::ExeCache},
@@ -27,6 +27,8 @@ pub const WRITE_OPEN_AFTER_NS: u64 = 1_000_000_000;
 
 struct Live {
     rec: Recorded,
+    /// Ended: waits in `ended` for its grace period.
+    closed: bool,
     /// CLOCK_MONOTONIC ns of its first event (or of the seed).
     seen_ns: u64,
     /// Written to the store (as open) already.
@@ -36,14 +38,15 @@ struct Live {
 }
 
 pub struct Lifetimes {
-    open: HashMap<SockId, Live>,
+    /// Open, and ended within `GRACE_NS` (`Live::closed`), boxed: a
+    /// lifetime moves once, into the batch.
+    open: IdMap<Box<Live>>,
     /// Ended, in close order, waiting out `GRACE_NS`.
     ended: VecDeque<(u64, SockId)>,
-    ended_rows: HashMap<SockId, Live>,
     /// Open and not written yet, oldest first.
     unwritten: VecDeque<(u64, SockId)>,
     /// Written open, changed since.
-    dirty: HashSet<SockId>,
+    dirty: HashSet<SockId, std::hash::BuildHasherDefault<IdHasher>>,
     next_id: i64,
     clock_offset_ns: i128,
     proc_root: PathBuf,
@@ -60,11 +63,10 @@ fn unix_us(mono_ns: u64, offset: i128) -> i64 {
 impl Lifetimes {
     pub fn new(next_id: i64, clock_offset_ns: i128, proc_root: &Path, runtime_root: &Path) -> Lifetimes {
         Lifetimes {
-            open: HashMap::new(),
+            open: IdMap::default(),
             ended: VecDeque::new(),
-            ended_rows: HashMap::new(),
             unwritten: VecDeque::new(),
-            dirty: HashSet::new(),
+            dirty: HashSet::default(),
             next_id,
             clock_offset_ns,
             proc_root: proc_root.to_path_buf(),
@@ -81,7 +83,7 @@ impl Lifetimes {
     }
 
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.open.values().filter(|l| !l.closed).count()
     }
 
     fn alloc_id(&mut self) -> i64 {
@@ -102,7 +104,7 @@ impl Lifetimes {
         Some(o)
     }
 
-    fn fresh(&mut self, e: &SockEvent, t: i64) -> Live {
+    fn fresh(&mut self, e: &SockEvent, t: i64) -> Box<Live> {
         let id = self.alloc_id();
         let conn = Connection {
             proto: e.proto,
@@ -117,7 +119,8 @@ impl Lifetimes {
             owner: None,
         };
         self.unwritten.push_back((e.ts_ns, e.id));
-        Live {
+        Box::new(Live {
+            closed: false,
             rec: Recorded {
                 id,
                 conn,
@@ -133,12 +136,30 @@ impl Lifetimes {
                 bytes_received: None,
                 holders: Vec::new(),
                 handed_over: false,
+            stored: false,
             },
             seen_ns: e.ts_ns,
             written: false,
             reset: None,
             error: 0,
-        }
+        })
+    }
+
+    /// The open lifetime of `key` (not one that ended).
+    fn live(&mut self, key: &SockId) -> Option<&mut Box<Live>> {
+        self.open.get_mut(key).filter(|l| !l.closed)
+    }
+
+    fn is_open(&self, key: &SockId) -> bool {
+        self.open.get(key).is_some_and(|l| !l.closed)
+    }
+
+    /// Ended at CLOCK_MONOTONIC `ts`: out of the open set, due after the grace.
+    fn end(&mut self, key: SockId, mut live: Box<Live>, ts: u64) {
+        live.closed = true;
+        self.dirty.remove(&key);
+        self.ended.push_back((ts, key));
+        self.open.insert(key, live);
     }
 
     /// Take in one kernel event.
@@ -152,14 +173,13 @@ impl Lifetimes {
         match e.change {
             Change::TcpState { old, new } if new == CLOSE => {
                 let mut live = match self.open.remove(&key) {
-                    Some(l) => l,
-                    None => {
+                    Some(l) if !l.closed => l,
+                    _ => {
                         let mut l = self.fresh(e, t);
                         l.rec.before_recording = old != SYN_SENT;
                         l
                     }
                 };
-                self.dirty.remove(&key);
                 let r = &mut live.rec;
                 r.closed_us = Some(t.max(r.opened_us));
                 r.conn.state = Some(if e.ends_in_time_wait() { TIME_WAIT } else { old });
@@ -175,11 +195,10 @@ impl Lifetimes {
                     live.rec.conn.owner = self.owner_of(e);
                     live.rec.conn.uid = e.uid;
                 }
-                self.ended.push_back((e.ts_ns, key));
-                self.ended_rows.insert(key, live);
+                self.end(key, live, e.ts_ns);
             }
             Change::TcpState { old, new } => {
-                let fresh = !self.open.contains_key(&key);
+                let fresh = !self.is_open(&key);
                 if fresh {
                     let mut l = self.fresh(e, t);
                     l.rec.passive = old == LISTEN || new == SYN_RECV;
@@ -188,6 +207,7 @@ impl Lifetimes {
                 }
                 let needs_owner = {
                     let live = self.open.get(&key).expect("inserted above");
+                    let live = &**live;
                     match (&live.rec.conn.owner, &e.owner) {
                         (None, Some(_)) => true,
                         (Some(h), Some(o)) => !h.same_process(o.pid, o.pid_start) && o.source != OwnerSource::Listener && h.source == OwnerSource::Listener,
@@ -195,7 +215,7 @@ impl Lifetimes {
                     }
                 };
                 let owner = if needs_owner { self.owner_of(e) } else { None };
-                let live = self.open.get_mut(&key).expect("inserted above");
+                let live = self.live(&key).expect("inserted above");
                 let r = &mut live.rec;
                 r.conn.state = Some(new);
                 r.conn.local = e.local;
@@ -218,14 +238,14 @@ impl Lifetimes {
             }
             Change::Accept => {
                 let owner = self.owner_of(e);
-                if !self.open.contains_key(&key) {
+                if !self.is_open(&key) {
                     let mut l = self.fresh(e, t);
                     l.rec.passive = true;
                     l.rec.before_recording = true;
                     l.rec.conn.state = Some(ESTABLISHED);
                     self.open.insert(key, l);
                 }
-                let live = self.open.get_mut(&key).expect("inserted above");
+                let live = self.live(&key).expect("inserted above");
                 if owner.is_some() {
                     live.rec.conn.owner = owner;
                     live.rec.conn.uid = e.uid;
@@ -236,13 +256,13 @@ impl Lifetimes {
             }
             Change::Owner { state } => {
                 let Some(owner) = self.owner_of(e) else { return };
-                if !self.open.contains_key(&key) {
+                if !self.is_open(&key) {
                     let mut l = self.fresh(e, t);
                     l.rec.before_recording = true;
                     l.rec.conn.state = (state != 0).then_some(state);
                     self.open.insert(key, l);
                 }
-                let live = self.open.get_mut(&key).expect("inserted above");
+                let live = self.live(&key).expect("inserted above");
                 let r = &mut live.rec;
                 if let Some(prev) = r.conn.owner.take() {
                     if r.holders.is_empty() {
@@ -258,13 +278,12 @@ impl Lifetimes {
                 }
             }
             Change::Reset { sent, .. } => {
-                let live = self.open.get_mut(&key).or_else(|| self.ended_rows.get_mut(&key));
-                if let Some(l) = live {
+                if let Some(l) = self.open.get_mut(&key) {
                     l.reset.get_or_insert(sent);
                 }
             }
             Change::UdpBind { .. } | Change::UdpConnect => {
-                if !self.open.contains_key(&key) {
+                if !self.is_open(&key) {
                     let mut l = self.fresh(e, t);
                     // A connect on a socket bound before we looked.
                     l.rec.before_recording = matches!(e.change, Change::UdpConnect);
@@ -272,7 +291,7 @@ impl Lifetimes {
                     self.open.insert(key, l);
                 }
                 let owner = self.owner_of(e);
-                let live = self.open.get_mut(&key).expect("inserted above");
+                let live = self.live(&key).expect("inserted above");
                 let r = &mut live.rec;
                 if e.local.port() != 0 || matches!(e.change, Change::UdpBind { .. }) {
                     r.conn.local = e.local;
@@ -290,22 +309,20 @@ impl Lifetimes {
             }
             Change::UdpClose => {
                 let mut live = match self.open.remove(&key) {
-                    Some(l) => l,
-                    None => {
+                    Some(l) if !l.closed => l,
+                    _ => {
                         let mut l = self.fresh(e, t);
                         l.rec.before_recording = true;
                         l.rec.conn.proto = Proto::Udp;
                         l
                     }
                 };
-                self.dirty.remove(&key);
                 live.rec.closed_us = Some(t.max(live.rec.opened_us));
                 if live.rec.conn.owner.is_none() {
                     live.rec.conn.owner = self.owner_of(e);
                     live.rec.conn.uid = e.uid;
                 }
-                self.ended.push_back((e.ts_ns, key));
-                self.ended_rows.insert(key, live);
+                self.end(key, live, e.ts_ns);
             }
             Change::Unknown(_) => {}
         }
@@ -329,7 +346,7 @@ impl Lifetimes {
                 continue;
             }
             // Events since the tracer started know better.
-            if self.open.contains_key(&c.id) || self.ended_rows.contains_key(&c.id) {
+            if self.open.contains_key(&c.id) {
                 resumed.remove(&c.id);
                 continue;
             }
@@ -366,16 +383,16 @@ impl Lifetimes {
                         bytes_received: None,
                         holders: Vec::new(),
                         handed_over: false,
+                        stored: false,
                         conn: c,
                     };
                     (r, false)
                 }
             };
             let key = rec.conn.id;
-            let live = Live { rec, seen_ns: now_ns, written, reset: None, error: 0 };
+            let live = Box::new(Live { rec, closed: false, seen_ns: now_ns, written, reset: None, error: 0 });
             if live.rec.closed_us.is_some() {
-                self.ended.push_back((now_ns, key));
-                self.ended_rows.insert(key, live);
+                self.end(key, live, now_ns);
             } else {
                 if !written {
                     self.unwritten.push_back((now_ns, key));
@@ -401,7 +418,10 @@ impl Lifetimes {
                 break;
             }
             self.ended.pop_front();
-            if let Some(mut live) = self.ended_rows.remove(&key) {
+            if !self.open.get(&key).is_some_and(|l| l.closed) {
+                continue;
+            }
+            if let Some(mut live) = self.open.remove(&key) {
                 if live.rec.end == End::Open {
                     live.rec.end = end_of(&live);
                 }
@@ -413,16 +433,19 @@ impl Lifetimes {
                 break;
             }
             self.unwritten.pop_front();
-            if let Some(live) = self.open.get_mut(&key) {
+            if let Some(live) = self.live(&key) {
                 if !live.written && live.seen_ns == ts {
                     live.written = true;
                     out.push(live.rec.clone());
+                    live.rec.stored = true;
                 }
             }
         }
-        for key in self.dirty.drain() {
-            if let Some(live) = self.open.get(&key) {
+        let dirty: Vec<SockId> = self.dirty.drain().collect();
+        for key in dirty {
+            if let Some(live) = self.live(&key) {
                 out.push(live.rec.clone());
+                live.rec.stored = true;
             }
         }
     }

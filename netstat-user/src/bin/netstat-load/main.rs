@@ -4,6 +4,7 @@
 //! It only talks to loopback or addresses it is given; it never traces.
 mod churn;
 mod handoff;
+mod history_fill;
 mod hold;
 mod many;
 mod pair;
@@ -42,6 +43,9 @@ enum Cmd {
     /// C held loopback connections carrying data: each sends M messages of
     /// B bytes and waits for the server's echo.
     Talk(talk::Args),
+    /// N recorded connection lifetimes written through the history
+    /// recorder's writer (for the query benchmarks).
+    HistoryFill(history_fill::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::HoldMany(a) => many::run(a),
         Cmd::Handoff(a) => handoff::run(a),
         Cmd::Talk(a) => talk::run(a),
+        Cmd::HistoryFill(a) => history_fill::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -269,6 +269,7 @@ fn decode(row: &Row) -> rusqlite::Result<Recorded> {
         bytes_received: row.get::<_, Option<i64>>(13)?.map(|b| b as u64),
         holders: Vec::new(),
         handed_over: flags & flag::HANDED_OVER != 0,
+        stored: true,
     })
 }
 

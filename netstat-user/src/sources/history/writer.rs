@@ -14,7 +14,7 @@ use rusqlite::{Connection as Db, OptionalExtension, params, types::Value};
 
 use super::{HistoryError, SPAN_OPEN, addr_value, flag, now_us, open_write, query, span_of, sql};
 use crate::model::{
-    CgroupInfo, Owner, Proto, SockId,
+    CgroupInfo, Comm, Owner, Proto, SockId,
     history::{FinFirst, Recorded},
 };
 
@@ -54,29 +54,54 @@ pub struct Resume {
     pub next_id: i64,
 }
 
+/// The caches' keys are our own small records, not anyone's input.
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<crate::model::IdHasher>>;
+
+/// A process row's identity: everything it stores (no allocation to
+/// build one: the exe path is shared, and compared as the same `Arc`).
 #[derive(Hash, PartialEq, Eq)]
 struct ProcKey {
     pid: u32,
     pid_start: Option<u64>,
-    comm: Vec<u8>,
-    exe: Option<Arc<Path>>,
+    comm: Comm,
+    exe: Option<SharedPath>,
     uid: Option<u32>,
-    parent: Option<(u32, Vec<u8>)>,
+    parent: Option<(u32, Comm)>,
     ns_pid: Option<u32>,
 }
 
+/// An exe path compared by identity: the recorder reads each process's
+/// once, so the same process's rows share one `Arc` (another `Arc` of the
+/// same path makes a second, identical procs row, never a wrong one).
+#[derive(Clone)]
+struct SharedPath(Arc<Path>);
+
+impl PartialEq for SharedPath {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+impl Eq for SharedPath {}
+impl std::hash::Hash for SharedPath {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (Arc::as_ptr(&self.0) as *const u8 as usize).hash(h)
+    }
+}
+
+/// A place row's identity: the namespace and the cgroup as resolved (a
+/// cgroup id first seen unresolved gets a second row once it resolves).
 #[derive(Hash, PartialEq, Eq)]
 struct PlaceKey {
     netns: u32,
-    cgroup: Option<(u64, Option<Box<[u8]>>)>,
+    cgroup: Option<(u64, bool)>,
 }
 
 pub struct Writer {
     db: Db,
     path: PathBuf,
     run: i64,
-    procs: HashMap<ProcKey, i64>,
-    places: HashMap<PlaceKey, i64>,
+    procs: FastMap<ProcKey, i64>,
+    places: FastMap<PlaceKey, i64>,
     retention: Retention,
     last_prune_us: i64,
 }
@@ -123,7 +148,7 @@ impl Writer {
         .map_err(&e)?;
         let run = db.last_insert_rowid();
         let resume = Resume { previous_end_us: prev.map(|p| p.1.unwrap_or(p.0)), open, stale, next_id };
-        Ok((Writer { db, path: path.to_path_buf(), run, procs: HashMap::new(), places: HashMap::new(), retention, last_prune_us: now }, resume))
+        Ok((Writer { db, path: path.to_path_buf(), run, procs: FastMap::default(), places: FastMap::default(), retention, last_prune_us: now }, resume))
     }
 
     /// One transaction: the rows, the lost events, the heartbeat.
@@ -132,17 +157,8 @@ impl Writer {
         let e = sql(&path);
         let tx = self.db.transaction().map_err(&e)?;
         {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO conns(id, flags, span, opened, lived, estab, closing, laddr, lport, raddr, rport, state, end, sent, recv, holder, creator, place, cookie)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-                     ON CONFLICT(id) DO UPDATE SET flags = excluded.flags, span = excluded.span, opened = excluded.opened,
-                       lived = excluded.lived, estab = excluded.estab, closing = excluded.closing, laddr = excluded.laddr,
-                       lport = excluded.lport, raddr = excluded.raddr, rport = excluded.rport, state = excluded.state,
-                       end = excluded.end, sent = excluded.sent, recv = excluded.recv, holder = excluded.holder,
-                       creator = excluded.creator, place = excluded.place, cookie = excluded.cookie",
-                )
-                .map_err(&e)?;
+            // A row seen for the first time is a plain append; one written
+            // before (open, or left by the last run) is replaced.
             for r in &batch.rows {
                 let c = &r.conn;
                 let holder = match &c.owner {
@@ -161,29 +177,29 @@ impl Writer {
                 let place = place_id(&tx, &mut self.places, c.id.netns, cgroup.as_deref()).map_err(&e)?;
                 let lived = r.closed_us.map(|c| c - r.opened_us);
                 let listed = r.listed_until_us().map(|u| u - r.opened_us);
-                upsert
-                    .execute(params![
-                        r.id,
-                        flags_of(r),
-                        span_of(listed),
-                        r.opened_us,
-                        lived,
-                        r.established_after_us,
-                        r.closing_after_us,
-                        addr_value(c.local.ip()),
-                        c.local.port(),
-                        addr_value(c.remote.ip()),
-                        c.remote.port(),
-                        c.state,
-                        r.end.code(),
-                        r.bytes_sent.map(|b| b as i64),
-                        r.bytes_received.map(|b| b as i64),
-                        holder,
-                        creator,
-                        place,
-                        (c.id.cookie != 0).then_some(c.id.cookie as i64),
-                    ])
-                    .map_err(&e)?;
+                let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+                let row = [
+                    Value::Integer(r.id),
+                    Value::Integer(flags_of(r)),
+                    Value::Integer(span_of(listed)),
+                    Value::Integer(r.opened_us),
+                    int(lived),
+                    int(r.established_after_us),
+                    int(r.closing_after_us),
+                    addr_value(c.local.ip()),
+                    Value::Integer(c.local.port() as i64),
+                    addr_value(c.remote.ip()),
+                    Value::Integer(c.remote.port() as i64),
+                    int(c.state.map(i64::from)),
+                    Value::Integer(r.end.code()),
+                    int(r.bytes_sent.map(|b| b as i64)),
+                    int(r.bytes_received.map(|b| b as i64)),
+                    int(holder),
+                    int(creator),
+                    Value::Integer(place),
+                    int((c.id.cookie != 0).then_some(c.id.cookie as i64)),
+                ];
+                insert_row(&tx, &row, r.stored).map_err(&e)?;
                 if !r.holders.is_empty() {
                     tx.execute("DELETE FROM holders WHERE conn = ?1", [r.id]).map_err(&e)?;
                     for (since, o) in &r.holders {
@@ -286,6 +302,22 @@ impl Writer {
     }
 }
 
+/// `conns` columns, in the order `insert_row` binds them.
+const COLUMNS: usize = 19;
+const INSERT: &str = "INSERT INTO conns(id, flags, span, opened, lived, estab, closing, laddr, lport, raddr, rport, state, end, sent, recv, holder, creator, place, cookie)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+const REPLACE: &str = "INSERT OR REPLACE INTO conns(id, flags, span, opened, lived, estab, closing, laddr, lport, raddr, rport, state, end, sent, recv, holder, creator, place, cookie)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+fn insert_row(tx: &Db, row: &[Value; COLUMNS], replace: bool) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(if replace { REPLACE } else { INSERT })?;
+    for (i, v) in row.iter().enumerate() {
+        st.raw_bind_parameter(i + 1, v)?;
+    }
+    st.raw_execute()?;
+    Ok(())
+}
+
 fn flags_of(r: &Recorded) -> i64 {
     let mut f = 0;
     if r.conn.proto == Proto::Udp {
@@ -311,14 +343,14 @@ fn flags_of(r: &Recorded) -> i64 {
     f
 }
 
-fn proc_id(tx: &Db, cache: &mut HashMap<ProcKey, i64>, o: &Owner, uid: Option<u32>) -> rusqlite::Result<i64> {
+fn proc_id(tx: &Db, cache: &mut FastMap<ProcKey, i64>, o: &Owner, uid: Option<u32>) -> rusqlite::Result<i64> {
     let key = ProcKey {
         pid: o.pid,
         pid_start: o.pid_start,
-        comm: o.comm.as_bytes().to_vec(),
-        exe: o.exe.clone(),
+        comm: o.comm,
+        exe: o.exe.clone().map(SharedPath),
         uid,
-        parent: o.parent.as_ref().map(|p| (p.pid, p.comm.as_bytes().to_vec())),
+        parent: o.parent.as_ref().map(|p| (p.pid, p.comm)),
         ns_pid: o.ns_pid,
     };
     if let Some(id) = cache.get(&key) {
@@ -330,11 +362,11 @@ fn proc_id(tx: &Db, cache: &mut HashMap<ProcKey, i64>, o: &Owner, uid: Option<u3
     .execute(params![
         key.pid,
         key.pid_start.map(|s| s as i64),
-        key.comm,
-        key.exe.as_ref().map(|p| p.as_os_str().as_encoded_bytes().to_vec()),
+        key.comm.as_bytes(),
+        key.exe.as_ref().map(|p| p.0.as_os_str().as_encoded_bytes()),
         key.uid,
         key.parent.as_ref().map(|p| p.0),
-        key.parent.as_ref().map(|p| p.1.clone()),
+        key.parent.as_ref().map(|p| p.1.as_bytes()),
         key.ns_pid,
     ])?;
     let id = tx.last_insert_rowid();
@@ -345,8 +377,8 @@ fn proc_id(tx: &Db, cache: &mut HashMap<ProcKey, i64>, o: &Owner, uid: Option<u3
     Ok(id)
 }
 
-fn place_id(tx: &Db, cache: &mut HashMap<PlaceKey, i64>, netns: u32, cg: Option<&CgroupInfo>) -> rusqlite::Result<i64> {
-    let key = PlaceKey { netns, cgroup: cg.map(|c| (c.id, c.path.clone())) };
+fn place_id(tx: &Db, cache: &mut FastMap<PlaceKey, i64>, netns: u32, cg: Option<&CgroupInfo>) -> rusqlite::Result<i64> {
+    let key = PlaceKey { netns, cgroup: cg.map(|c| (c.id, c.path.is_some())) };
     if let Some(id) = cache.get(&key) {
         return Ok(*id);
     }
