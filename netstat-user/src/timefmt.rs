@@ -72,13 +72,6 @@ pub fn local_millis(unix_us: i64) -> String {
     )
 }
 
-/// RFC 3339 with microseconds, for unix µs.
-pub fn rfc3339_micros(unix_us: i64) -> String {
-    let s = rfc3339_nanos(unix_us as i128 * 1000);
-    // ...SS.nnnnnnnnnZ -> ...SS.uuuuuuZ
-    format!("{}Z", &s[..s.len() - 4])
-}
-
 /// A TIME as the history options take it, in unix µs: RFC 3339
 /// (`2026-12-02T03:12:00Z`, `...+01:00`, fractions allowed),
 /// `YYYY-MM-DD HH:MM[:SS]` in local time, relative to `now_us`
@@ -253,7 +246,6 @@ mod tests {
         for bad in ["", "yesterday", "-10", "-m", "2026-13-01 00:00", "2026-02-30 00:00", "2026-11-24T00:00:00", "2026-11-24 25:00", "12:00"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
-        assert_eq!(rfc3339_micros(now + 1), "2026-11-24T00:00:00.000001Z");
     }
 
     #[test]

@@ -387,7 +387,8 @@ pub fn event(buf: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128, clock: &mu
 
 /// One recorded lifetime (schema `recorded_connection`, `--history`).
 pub fn recorded(buf: &mut Vec<u8>, r: &crate::model::history::Recorded) {
-    use crate::{model::history::FinFirst, timefmt::rfc3339_micros};
+    use crate::model::history::FinFirst;
+    let rfc3339_micros = |us: i64| rfc3339_nanos(us as i128 * 1000);
     let c = &r.conn;
     let mut o = Obj::begin(buf);
     socket_fields(&mut o, c.proto, c.ipv6, c.local, c.remote, c.id, Names::default());
@@ -411,8 +412,12 @@ pub fn recorded(buf: &mut Vec<u8>, r: &crate::model::history::Recorded) {
     }
     o.bool("before_recording", r.before_recording);
     o.bool("passive", r.passive);
-    o.opt_u64("bytes_sent", r.bytes_sent);
-    o.opt_u64("bytes_received", r.bytes_received);
+    if let Some(b) = r.bytes_sent {
+        o.u64("bytes_sent", b);
+    }
+    if let Some(b) = r.bytes_received {
+        o.u64("bytes_received", b);
+    }
     owner_fields(&mut o, c.owner.as_ref(), c.uid);
     if !r.holders.is_empty() {
         let b = o.key("holders");
@@ -440,7 +445,8 @@ pub fn recorded(buf: &mut Vec<u8>, r: &crate::model::history::Recorded) {
 
 /// One gap in the record (schema `history_gap`).
 pub fn gap(buf: &mut Vec<u8>, g: &crate::model::history::Gap) {
-    use crate::{model::history::GapKind, timefmt::rfc3339_micros};
+    use crate::model::history::GapKind;
+    let rfc3339_micros = |us: i64| rfc3339_nanos(us as i128 * 1000);
     let mut o = Obj::begin(buf);
     o.str("from", &rfc3339_micros(g.from_us));
     o.str("to", &rfc3339_micros(g.to_us));

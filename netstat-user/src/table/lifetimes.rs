@@ -238,31 +238,33 @@ impl Lifetimes {
             }
             Change::Accept => {
                 let owner = self.owner_of(e);
-                if !self.is_open(&key) {
+                // A connection reset before accept() returned is accepted
+                // closed: the acceptor is its holder all the same.
+                if !self.open.contains_key(&key) {
                     let mut l = self.fresh(e, t);
                     l.rec.passive = true;
                     l.rec.before_recording = true;
                     l.rec.conn.state = Some(ESTABLISHED);
                     self.open.insert(key, l);
                 }
-                let live = self.live(&key).expect("inserted above");
+                let live = self.open.get_mut(&key).expect("inserted above");
                 if owner.is_some() {
                     live.rec.conn.owner = owner;
                     live.rec.conn.uid = e.uid;
                 }
-                if live.written {
+                if live.written && !live.closed {
                     self.dirty.insert(key);
                 }
             }
             Change::Owner { state } => {
                 let Some(owner) = self.owner_of(e) else { return };
-                if !self.is_open(&key) {
+                if !self.open.contains_key(&key) {
                     let mut l = self.fresh(e, t);
                     l.rec.before_recording = true;
                     l.rec.conn.state = (state != 0).then_some(state);
                     self.open.insert(key, l);
                 }
-                let live = self.live(&key).expect("inserted above");
+                let live = self.open.get_mut(&key).expect("inserted above");
                 let r = &mut live.rec;
                 if let Some(prev) = r.conn.owner.take() {
                     if r.holders.is_empty() {
@@ -273,7 +275,7 @@ impl Lifetimes {
                 r.conn.owner = Some(owner);
                 r.conn.uid = e.uid;
                 r.handed_over = !r.holders.is_empty();
-                if live.written {
+                if live.written && !live.closed {
                     self.dirty.insert(key);
                 }
             }

@@ -46,6 +46,9 @@ pub struct Args {
     /// one `accepted` line per connection from the server.
     #[arg(long)]
     cookies: bool,
+    /// The side that closes first aborts instead (SO_LINGER 0: an RST, no FIN).
+    #[arg(long)]
+    rst: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -53,9 +56,9 @@ pub fn run(a: Args) -> Result<()> {
     let listen_on = SocketAddr::new(a.addr, a.port);
     let (mut from_server, mut to_parent) = sys::pipe()?;
     let (count, hold, scf) = (a.count, sys::ms(a.hold_ms), a.server_close_first);
-    let (stamps, cookies) = (a.timestamps, a.cookies);
+    let (stamps, cookies, rst) = (a.timestamps, a.cookies, a.rst);
     let server = sys::fork_named(&a.server_name, a.seconds, || {
-        match serve(listen_on, count, hold, scf, stamps, cookies, &mut to_parent) {
+        match serve(listen_on, count, hold, scf, stamps, cookies, scf && rst, &mut to_parent) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("netstat-load pair server: {e:#}");
@@ -71,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
             bail!("server did not start: {e}");
         }
     };
-    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, stamps, cookies) {
+    let client = sys::fork_named(&a.client_name, a.seconds, || match connect_all(listen, count, hold, scf, stamps, cookies, !scf && rst) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("netstat-load pair client: {e:#}");
@@ -97,6 +100,7 @@ fn serve(
     close_first: bool,
     stamps: bool,
     cookies: bool,
+    rst: bool,
     report: &mut impl Write,
 ) -> Result<()> {
     let l = sys::tcp_listen(&addr, 4096).with_context(|| format!("listen on {addr}"))?;
@@ -110,6 +114,9 @@ fn serve(
         let cookie = if cookies { Some(sys::cookie(s.as_raw_fd()).context("SO_COOKIE")?) } else { None };
         if close_first {
             std::thread::sleep(hold);
+            if rst {
+                sys::linger_zero(s.as_raw_fd()).context("SO_LINGER")?;
+            }
         } else {
             while s.read(&mut buf).is_ok_and(|n| n > 0) {}
         }
@@ -128,12 +135,12 @@ fn serve(
     Ok(())
 }
 
-fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, stamps: bool, cookies: bool) -> Result<()> {
+fn connect_all(dst: SocketAddr, count: u64, hold: Duration, server_closes: bool, stamps: bool, cookies: bool, rst: bool) -> Result<()> {
     sys::emit(&json!({"role": "client", "pid": std::process::id()}));
     let mut buf = [0u8; 4096];
     for i in 0..count {
         let opened = sys::realtime_ns();
-        let mut s = sys::tcp_connect_from(None, &dst, false).with_context(|| format!("connect to {dst}"))?;
+        let mut s = sys::tcp_connect_from(None, &dst, rst).with_context(|| format!("connect to {dst}"))?;
         let local = sys::local_addr(s.as_raw_fd())?;
         let cookie = if cookies { Some(sys::cookie(s.as_raw_fd()).context("SO_COOKIE")?) } else { None };
         if server_closes {

@@ -282,18 +282,25 @@ pub const HEARTBEAT_STALE_US: i64 = 10_000_000;
 pub fn gaps(db: &Db, path: &Path, since: Option<i64>, until: Option<i64>) -> Result<Vec<Gap>, HistoryError> {
     let e = sql(path);
     let now = now_us();
-    let mut runs: Vec<(i64, i64)> = db
+    let rows: Vec<(i64, i64, Option<i64>)> = db
         .prepare("SELECT started_us, heartbeat_us, stopped_us FROM runs ORDER BY started_us")
         .map_err(&e)?
-        .query_map([], |r| {
-            let (start, beat, stop): (i64, i64, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            // A live run covers up to now.
-            let end = stop.unwrap_or(if now - beat < HEARTBEAT_STALE_US { now } else { beat });
-            Ok((start, end))
-        })
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(&e)?
         .collect::<Result<_, _>>()
         .map_err(&e)?;
+    // A run covers up to its stop; one that never stopped, up to its last
+    // heartbeat (it was killed), unless it is the last and still beating:
+    // then up to now.
+    let last = rows.len().saturating_sub(1);
+    let mut runs: Vec<(i64, i64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, beat, stop))| {
+            let live = i == last && stop.is_none() && now - beat < HEARTBEAT_STALE_US;
+            (start, stop.unwrap_or(if live { now } else { beat }))
+        })
+        .collect();
     let pruned: Option<i64> = db
         .query_row("SELECT value FROM meta WHERE key = 'pruned_before_us'", [], |r| r.get(0))
         .ok();

@@ -240,13 +240,16 @@ impl Writer {
         let horizon = now - self.retention.retain_us;
         let mut removed = 0usize;
         {
+            // Rows whose connection closed before the horizon, one bucket of
+            // the interval index at a time (its range bounds the scan).
             let mut del = self
                 .db
-                .prepare_cached("DELETE FROM conns WHERE id IN (SELECT id FROM conns WHERE span = ?1 AND opened < ?2 LIMIT ?3)")
+                .prepare_cached(
+                    "DELETE FROM conns WHERE id IN (SELECT id FROM conns WHERE span = ?1 AND opened < ?2 AND opened + lived < ?2 LIMIT ?3)",
+                )
                 .map_err(&e)?;
             for b in 0..SPAN_OPEN {
-                let before = horizon.saturating_sub(1i64 << b.min(62));
-                removed += del.execute(params![b, before, PRUNE_STEP]).map_err(&e)?;
+                removed += del.execute(params![b, horizon, PRUNE_STEP]).map_err(&e)?;
             }
         }
         self.db.execute("DELETE FROM lost WHERE at_us < ?1", [horizon]).map_err(&e)?;
