@@ -237,7 +237,8 @@ fn the_report_is_parsed_by_kind_and_name() {
 /// The ownership hooks have one form each, whatever the backend: the send
 /// and receive tracepoints from Linux 6.3 on (skipped before, saying why:
 /// the live table then checks owners against /proc), the socket-free and
-/// io_uring completion tracepoints everywhere the suite runs.
+/// io_uring completion tracepoints and the two reset tracepoints (the
+/// history's close causes) everywhere the suite runs.
 #[test]
 fn ownership_hooks_follow_the_kernel() {
     let series = kernel_series();
@@ -259,6 +260,9 @@ fn ownership_hooks_follow_the_kernel() {
     }
     let drain = hook("tcp_drain");
     assert!(drain.attached && drain.mechanisms == [raw("tcp_destroy_sock")], "{drain:?}");
+    // The history's close causes: both reset tracepoints, on every kernel.
+    let reset = hook("tcp_reset");
+    assert!(reset.attached && reset.mechanisms == [raw("tcp_send_reset"), raw("tcp_receive_reset")], "{reset:?}");
     let uring = hook("io_uring");
     assert!(
         uring.attached && uring.mechanisms == [("tracepoint".to_string(), "io_uring:io_uring_complete".to_string())],

@@ -24,6 +24,7 @@ Builds target/release/netstat, then installs under DIR (default /usr/local):
   share/bash-completion/completions/netstat
   share/zsh/site-functions/_netstat
   share/fish/vendor_completions.d/netstat.fish
+  lib/systemd/system/netstat-record.service (the history recorder's unit)
 ";
 
 /// Where each installed file goes under a prefix.
@@ -34,6 +35,8 @@ pub struct Layout {
     pub bash: PathBuf,
     pub zsh: PathBuf,
     pub fish: PathBuf,
+    /// contrib/netstat-record.service, its ExecStart naming `bin`.
+    pub unit: PathBuf,
 }
 
 impl Layout {
@@ -45,6 +48,7 @@ impl Layout {
             bash: share.join("bash-completion/completions/netstat"),
             zsh: share.join("zsh/site-functions/_netstat"),
             fish: share.join("fish/vendor_completions.d/netstat.fish"),
+            unit: prefix.join("lib/systemd/system/netstat-record.service"),
         }
     }
 
@@ -72,6 +76,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for (_, p) in layout.generated() {
         println!("installed {}", p.display());
     }
+    println!("installed {}", layout.unit.display());
     println!("installed {}", layout.bin.display());
     Ok(())
 }
@@ -99,6 +104,10 @@ pub fn install(bin: &Path, prefix: &Path) -> Result<Layout> {
         }
         put(dest, &out.stdout, 0o644)?;
     }
+    let unit_src = crate::root().join("contrib/netstat-record.service");
+    let unit = fs::read_to_string(&unit_src).with_context(|| format!("reading {}", unit_src.display()))?;
+    let abs = std::path::absolute(&layout.bin)?;
+    put(&layout.unit, unit.replace("@NETSTAT@", &abs.to_string_lossy()).as_bytes(), 0o644)?;
     Ok(layout)
 }
 
@@ -120,7 +129,7 @@ pub fn self_test() -> Result<()> {
     let result = check_prefix(&prefix);
     let _ = fs::remove_dir_all(&prefix);
     result?;
-    eprintln!("xtask: install test passed (binary, man page, bash/zsh/fish completions, --version)");
+    eprintln!("xtask: install test passed (binary, man page, bash/zsh/fish completions, recorder unit, --version)");
     Ok(())
 }
 
@@ -140,6 +149,15 @@ fn check_prefix(prefix: &Path) -> Result<()> {
         if crate::bootstrap::have(shell) {
             output(Command::new(shell).arg("-n").arg(file))?;
         }
+    }
+    let unit = fs::read_to_string(&l.unit)?;
+    let exec = unit.lines().find_map(|line| line.strip_prefix("ExecStart=")).context("the unit has no ExecStart")?;
+    let abs = std::path::absolute(&l.bin)?;
+    if exec.split_whitespace().next() != Some(&*abs.to_string_lossy()) || !exec.contains("--record") || unit.contains('@') {
+        bail!("{} does not start the installed recorder: ExecStart={exec}", l.unit.display());
+    }
+    if crate::bootstrap::have("systemd-analyze") {
+        output(Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&l.unit))?;
     }
     let version = output(Command::new(&l.bin).arg("--version"))?;
     let rev = output(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(crate::root()))?;

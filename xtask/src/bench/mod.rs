@@ -31,6 +31,7 @@ const BENCH_COMMANDS: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("hyperfine", "hyperfine"),
     ("bpftool", "bpftool"),
+    ("python3", "python3"),
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5,6] [--churn-seconds S] [--netstat PATH] [--out PATH]
+const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5,6,7] [--churn-seconds S] [--netstat PATH] [--out PATH]
 
 Runs the five figures of issue 6 and figure 6 of issue 12 (needs root) and writes
 bench/RESULTS.md. With --only, the other figures' sections are kept from the page it replaces.

@@ -3,6 +3,7 @@
 //! and summary notes; figures that need N connections held share one sweep
 //! over the sizes (`sweep.rs`), so the connections are set up once per size.
 mod bpf_cost;
+mod history;
 mod latency;
 mod loss;
 mod memory;
@@ -62,6 +63,11 @@ pub const FIGURES: &[Figure] = &[
         number: 6,
         title: "Per-program BPF cost, with traffic that sends data",
         measure: Measure::Alone(bpf_cost::measure),
+    },
+    Figure {
+        number: 7,
+        title: "History: the recorder beside the stream at maximum churn, and queries over 10 million lifetimes",
+        measure: Measure::Alone(history::measure),
     },
 ];
 
