@@ -380,30 +380,37 @@ fn retention_prunes_the_oldest_and_a_reader_without_write_access_reads_a_live_da
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let rec = Recorder::start(&db, &["--retain", "3s"]);
     let old = pair("old", &["--count", "1"]);
-    std::thread::sleep(Duration::from_millis(6000));
-    let new = pair("new", &["--count", "1"]);
-    // While it records, nobody (uid 65534) reads it, until pruning (a step
-    // every 2 s, the writer niced below the ring's reader) has removed the
-    // older scene: bounded, and the last answer is what is checked.
-    let (nl, nr, ..) = &new.conns[0];
     let (ol, or, ..) = &old.conns[0];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let doc = loop {
+    // Read as nobody (uid 65534), while it records.
+    let read = || -> Value {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", &netstat_bin(), "--history", "--json", "--db"])
             .arg(&db)
             .output()
             .expect("setpriv");
         assert!(out.status.success(), "a read-only reader failed: {}", String::from_utf8_lossy(&out.stderr));
-        let doc: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
-        let done = rows_with(&doc, nl, nr).len() == 1 && rows_with(&doc, ol, or).is_empty();
-        if done || std::time::Instant::now() > deadline {
-            break doc;
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap()
     };
-    one(&doc, nl, nr);
-    assert!(rows_with(&doc, ol, or).is_empty(), "older than --retain 3s: pruned: {doc:#}");
+    // Pruning runs a bounded step every 2 s on a writer niced below the
+    // ring's reader: wait (bounded) for the old scene to appear, then to go.
+    let poll = |what: &str, secs: u64, done: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let doc = read();
+            if done(&doc) {
+                return doc;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} within {secs} s: {doc:#}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    poll("the old scene recorded", 20, &|d| rows_with(d, ol, or).len() == 1);
+    poll("older than --retain 3s: pruned", 60, &|d| rows_with(d, ol, or).is_empty());
+    // What came after the horizon is kept.
+    let new = pair("new", &["--count", "1"]);
+    let (nl, nr, ..) = &new.conns[0];
+    let doc = poll("the new scene recorded", 20, &|d| rows_with(d, nl, nr).len() == 1);
+    assert!(rows_with(&doc, ol, or).is_empty());
     rec.stop();
     let doc = history_json(&db, &[]);
     one(&doc, nl, nr);
