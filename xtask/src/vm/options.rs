@@ -14,7 +14,7 @@ use super::kernel::{KERNELS, KernelSpec};
 pub const DEFAULT_BACKENDS: &[&str] = &["auto", "tracepoint"];
 pub const BACKENDS: &[&str] = &["auto", "tracepoint", "fentry", "kprobe"];
 /// Hard limit on one boot (boot, all test binaries, power-off).
-const DEFAULT_TIMEOUT_SECS: u64 = 900;
+const DEFAULT_TIMEOUT_SECS: u64 = 1500;
 
 pub struct Options {
     pub kernels: Vec<&'static KernelSpec>,
