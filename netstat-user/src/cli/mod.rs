@@ -303,7 +303,7 @@ impl Cli {
             return Err(UsageError("--delta needs an INTERVAL and -e or -s: it shows how their counters changed between displays".into()));
         }
         check_pid(self.pid, &mode)?;
-        let (record, query, at) = self.history_options(&mode, interval.is_some(), proto, family)?;
+        let (record, query, at) = self.history_options(interval.is_some(), proto, family)?;
         if self.all_namespaces && matches!(mode, Mode::Info { .. } | Mode::ProbeReport | Mode::Version | Mode::Generate(_)) {
             return Err(UsageError(
                 "--all-namespaces selects connections: it goes with a connection display, INTERVAL or --stream, not -r, -s, -e or --probe-report".into(),
@@ -353,7 +353,6 @@ impl Cli {
     /// --record, --history, --at and what goes with them.
     fn history_options(
         &self,
-        mode: &Mode,
         interval: bool,
         proto: ProtoFilter,
         family: Family,
@@ -368,7 +367,6 @@ impl Cli {
         }
         let history_mode = self.record || self.history || self.at.is_some();
         if history_mode {
-            let _ = mode;
             if self.route || self.statistics || self.ethernet || self.probe_report || self.version || self.generate.is_some() {
                 return Err(UsageError(format!("{} goes with the connection table, not -r, -s, -e or --probe-report", picked[0])));
             }

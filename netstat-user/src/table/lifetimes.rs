@@ -31,8 +31,6 @@ struct Live {
     closed: bool,
     /// CLOCK_MONOTONIC ns of its first event (or of the seed).
     seen_ns: u64,
-    /// Written to the store (as open) already.
-    written: bool,
     reset: Option<bool>,
     error: u32,
 }
@@ -80,10 +78,6 @@ impl Lifetimes {
     /// recorder, so a wall-clock step dates later events by the new clock).
     pub fn set_clock(&mut self, offset_ns: i128) {
         self.clock_offset_ns = offset_ns;
-    }
-
-    pub fn open_count(&self) -> usize {
-        self.open.values().filter(|l| !l.closed).count()
     }
 
     fn alloc_id(&mut self) -> i64 {
@@ -139,7 +133,6 @@ impl Lifetimes {
             stored: false,
             },
             seen_ns: e.ts_ns,
-            written: false,
             reset: None,
             error: 0,
         })
@@ -232,7 +225,7 @@ impl Lifetimes {
                     r.conn.owner = Some(o);
                     r.conn.uid = e.uid;
                 }
-                if live.written && !fresh {
+                if live.rec.stored && !fresh {
                     self.dirty.insert(key);
                 }
             }
@@ -252,7 +245,7 @@ impl Lifetimes {
                     live.rec.conn.owner = owner;
                     live.rec.conn.uid = e.uid;
                 }
-                if live.written && !live.closed {
+                if live.rec.stored && !live.closed {
                     self.dirty.insert(key);
                 }
             }
@@ -275,7 +268,7 @@ impl Lifetimes {
                 r.conn.owner = Some(owner);
                 r.conn.uid = e.uid;
                 r.handed_over = !r.holders.is_empty();
-                if live.written && !live.closed {
+                if live.rec.stored && !live.closed {
                     self.dirty.insert(key);
                 }
             }
@@ -305,7 +298,7 @@ impl Lifetimes {
                     r.conn.owner = owner;
                     r.conn.uid = e.uid;
                 }
-                if live.written {
+                if live.rec.stored {
                     self.dirty.insert(key);
                 }
             }
@@ -357,14 +350,14 @@ impl Lifetimes {
                     o.cgroup = Some(self.cgroups.resolve(&self.proc_root, id, o.pid));
                 }
             }
-            let (rec, written) = match resumed.remove(&c.id) {
+            let rec = match resumed.remove(&c.id) {
                 Some(mut r) => {
                     r.conn.state = c.state.or(r.conn.state);
                     if c.owner.is_some() && !r.conn.owner.as_ref().zip(c.owner.as_ref()).is_some_and(|(a, b)| a.same_process(b.pid, b.pid_start)) {
                         r.conn.owner = c.owner.take();
                         r.conn.uid = c.uid;
                     }
-                    (r, true)
+                    r
                 }
                 None => {
                     let id = self.alloc_id();
@@ -388,15 +381,15 @@ impl Lifetimes {
                         stored: false,
                         conn: c,
                     };
-                    (r, false)
+                    r
                 }
             };
             let key = rec.conn.id;
-            let live = Box::new(Live { rec, closed: false, seen_ns: now_ns, written, reset: None, error: 0 });
+            let live = Box::new(Live { rec, closed: false, seen_ns: now_ns, reset: None, error: 0 });
             if live.rec.closed_us.is_some() {
                 self.end(key, live, now_ns);
             } else {
-                if !written {
+                if !live.rec.stored {
                     self.unwritten.push_back((now_ns, key));
                 }
                 self.open.insert(key, live);
@@ -436,8 +429,7 @@ impl Lifetimes {
             }
             self.unwritten.pop_front();
             if let Some(live) = self.live(&key) {
-                if !live.written && live.seen_ns == ts {
-                    live.written = true;
+                if !live.rec.stored && live.seen_ns == ts {
                     out.push(live.rec.clone());
                     live.rec.stored = true;
                 }
