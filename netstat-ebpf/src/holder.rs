@@ -107,7 +107,22 @@ fn on_data(sk: u64) {
 /// TP_PROTO(struct sock *sk): the socket is being freed.
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
+    drain(ctx.arg(0));
+    0
+}
+
+/// The same, attached after it: a socket destroyed in softirq while the
+/// main program ran in process context (close()) would keep its entry. The
+/// removal is idempotent, so the copy repeats it (no marks, nothing to
+/// count: neither program reports an event).
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_nested(ctx: RawTracePointContext) -> i32 {
+    drain(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn drain(sk: u64) {
     if let Some(e) = unsafe { OWNERS.get(&sk) } {
         if e.flags & PENDING_SYN_RECV != 0 {
             let _ = SYN_RECV_DUE.remove(&sk);
@@ -117,7 +132,6 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         }
         let _ = OWNERS.remove(&sk);
     }
-    0
 }
 
 const IORING_OP_ACCEPT: u8 = 13;

@@ -14,6 +14,7 @@ mod holder;
 mod kfunc;
 mod kprobe;
 mod scratch;
+mod rescue;
 mod reset;
 mod sock;
 mod state;

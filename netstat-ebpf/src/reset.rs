@@ -8,24 +8,52 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use netstat_common::{IPPROTO_TCP, flags, kind, tcp_state};
 
 use crate::{
-    OWNERS,
+    OWNERS, rescue,
     emit::{Body, NO_OWNER, current_is_kthread, emit, fill_current, now},
     scratch::Frame,
-    sock::{offsets, read, read_state_sock},
+    sock::{offsets, read, read_state_sock, stored_cookie},
 };
 
 /// TP_PROTO(const struct sock *sk, const struct sk_buff *skb, ...)
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), true);
+    handled(ctx.arg(0), true);
     0
 }
 
 /// TP_PROTO(struct sock *sk)
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), false);
+    handled(ctx.arg(0), false);
     0
+}
+
+/// Both fire in process context (close() of a socket with unread data, the
+/// backlog of a released lock) and in softirq over it: each has a copy
+/// attached after it for the firings the kernel skipped it for (rescue.rs).
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset_nested(ctx: RawTracePointContext) -> i32 {
+    rescued(ctx.arg(0), true);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset_nested(ctx: RawTracePointContext) -> i32 {
+    rescued(ctx.arg(0), false);
+    0
+}
+
+#[inline(always)]
+fn handled(sk: u64, sent: bool) {
+    on_reset(sk, sent);
+    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::reset_tag(sent));
+}
+
+#[inline(always)]
+fn rescued(sk: u64, sent: bool) {
+    if !rescue::take(sk, rescue::reset_tag(sent), || stored_cookie(sk, &offsets())) {
+        on_reset(sk, sent);
+    }
 }
 
 #[inline(always)]

@@ -17,8 +17,7 @@
 //! form reads `skc_cookie` and reports 0 for a socket nothing asked about.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::PerCpuArray,
+    macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use netstat_common::{
@@ -27,10 +26,10 @@ use netstat_common::{
 };
 
 use crate::{
-    ACCEPT_DUE, LISTENERS, OWNERS, SYN_RECV_DUE,
+    ACCEPT_DUE, LISTENERS, OWNERS, SYN_RECV_DUE, rescue,
     emit::{Body, NO_OWNER, count_lost, current_is_kthread, emit, fill_current, keep_creator, no_creator, now},
     scratch::Frame,
-    sock::{Sock, Tuple, assign_cookie, offsets, read, read_state_sock},
+    sock::{Sock, Tuple, assign_cookie, offsets, read, read_state_sock, stored_cookie},
 };
 
 /// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
@@ -40,24 +39,20 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
     let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
     let cookie = assign_cookie(sk);
     let _ = traced_transition(sk, old, new, Some(cookie));
-    mark_handled(sk, new as u64);
+    rescue::mark(sk, cookie, rescue::transition_tag(new));
     0
 }
 
-/// The same tracepoint, attached after the main program. The kernel skips a
-/// raw tracepoint program that is already running on the CPU, so a softirq
-/// that changes a socket's state while the main program runs in process
-/// context (close(), connect()) would lose that transition. This copy runs
-/// right after the main program in every firing and handles exactly the
-/// firings the main program did not mark as handled. (A flag raised while
-/// the main program ran left a window at either end of its run, where the
-/// kernel counted it running but the flag was down: a softirq there was lost.)
+/// The same tracepoint, attached after the main program: handles the
+/// firings the kernel skipped the main program for (rescue.rs). (A flag
+/// raised while the main program ran left a window at either end of its
+/// run, where the kernel counted it running but the flag was down: a
+/// softirq there was lost; marks per firing have no such window.)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
-    if !take_handled(sk, new as u64) {
-        count_lost(lost::RESCUED);
+    if !rescue::take(sk, rescue::transition_tag(new), || assign_cookie(sk)) {
         let cookie = assign_cookie(sk);
         let _ = traced_transition(sk, old, new, Some(cookie));
     }
@@ -72,7 +67,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
     let _ = traced_transition(sk, old, new, None);
-    mark_handled(sk, new as u64);
+    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::transition_tag(new));
     0
 }
 
@@ -81,68 +76,10 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
-    if !take_handled(sk, new as u64) {
-        count_lost(lost::RESCUED);
+    if !rescue::take(sk, rescue::transition_tag(new), || stored_cookie(sk, &offsets())) {
         let _ = traced_transition(sk, old, new, None);
     }
     0
-}
-
-/// Per CPU: firings the main program handled whose nested copy has not run
-/// yet, as (socket, new state, time). Tracepoint probes run with preemption
-/// off, so both programs of one firing run on one CPU. At most two are in
-/// flight (process context and a softirq over it); a mark whose copy was
-/// skipped goes stale and its slot is reused.
-#[repr(C)]
-pub struct Handled {
-    sk: [u64; HANDLED_SLOTS],
-    state: [u64; HANDLED_SLOTS],
-    ts: [u64; HANDLED_SLOTS],
-}
-const HANDLED_SLOTS: usize = 8;
-/// A mark older than this is stale (its nested copy never ran).
-const HANDLED_WINDOW_NS: u64 = 100_000_000;
-
-#[map]
-static HANDLED: PerCpuArray<Handled> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn mark_handled(sk: u64, new: u64) {
-    let Some(h) = HANDLED.get_ptr_mut(0) else { return };
-    let h = unsafe { &mut *h };
-    let t = now();
-    // A free or stale slot, else the oldest.
-    let mut pick = 0;
-    let mut oldest = u64::MAX;
-    for i in 0..HANDLED_SLOTS {
-        if h.state[i] == 0 || t.wrapping_sub(h.ts[i]) >= HANDLED_WINDOW_NS {
-            pick = i;
-            break;
-        }
-        if h.ts[i] < oldest {
-            oldest = h.ts[i];
-            pick = i;
-        }
-    }
-    h.sk[pick] = sk;
-    // TCP states start at 1: 0 marks a free slot.
-    h.state[pick] = new;
-    h.ts[pick] = t;
-}
-
-/// Whether the main program handled this firing (consuming its mark).
-#[inline(always)]
-fn take_handled(sk: u64, new: u64) -> bool {
-    let Some(h) = HANDLED.get_ptr_mut(0) else { return false };
-    let h = unsafe { &mut *h };
-    let t = now();
-    for i in 0..HANDLED_SLOTS {
-        if h.state[i] == new && h.sk[i] == sk && t.wrapping_sub(h.ts[i]) < HANDLED_WINDOW_NS {
-            h.state[i] = 0;
-            return true;
-        }
-    }
-    false
 }
 
 /// Transitions made by the owner's own syscall (connect, listen, close,

@@ -228,14 +228,17 @@ fn a_panic_leaves_nothing_attached() {
 /// warning line for each hook that had to be skipped.
 fn degrades(env: (&str, &str), skipped: &[&str]) {
     let mut cmd = Command::new(netstat_bin());
-    cmd.args(["--stream", "--json", "--backend", "tracepoint", "--duration", "30"]).env(env.0, env.1);
+    cmd.args(["--stream", "--json", "--backend", "tracepoint", "--duration", "150"]).env(env.0, env.1);
     let lines = Lines::spawn({
         cmd.stderr(std::process::Stdio::piped());
         cmd
     });
     let (srv, cli) = (name("dsrv"), name("dcli"));
     let mut seen = false;
-    for _ in 0..40 {
+    // Loading every program takes a while in an emulated guest: retry the
+    // scene until it is seen, for at most 90 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while std::time::Instant::now() < deadline {
         load(&["pair", "--server-name", &srv, "--client-name", &cli, "--addr", "127.0.0.1", "--count", "2"]);
         if lines.wait_for(Duration::from_millis(300), |l| l.iter().any(|x| x.contains(&srv) && x.contains("SYN_RECEIVED"))) {
             seen = true;

@@ -139,6 +139,8 @@ pub const TEST_COMMANDS: &[(&str, &str)] = &[
     ("perl -MParse::Netstat -e 1", "libparse-netstat-perl"),
     // tests/server_postgres.rs: a real PostgreSQL (initdb, pg_ctl, psql too).
     ("/usr/lib/postgresql/15/bin/pgbench", "postgresql-15"),
+    // tests/fleet.rs: the TLS test's certificates.
+    ("openssl", "openssl"),
 ];
 
 /// What the kernel tests need from the host: tracefs mounted. Best effort:

@@ -143,13 +143,25 @@ pub struct Config {
 /// Where the history is kept and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordOptions {
+    /// The SQLite store: the history itself, or with `pg` the local store
+    /// the recorder writes first and forwards from.
     pub db: PathBuf,
     pub retain_us: i64,
     pub max_db_bytes: Option<u64>,
+    /// `--db postgresql://...`: the fleet store.
+    pub pg: Option<crate::sources::history::pg::Target>,
+    /// The name this host records under in the fleet store.
+    pub host_name: String,
 }
 
 impl Default for RecordOptions {
     fn default() -> Self {
-        RecordOptions { db: PathBuf::from(crate::sources::history::DEFAULT_DB), retain_us: 7 * 86_400 * 1_000_000, max_db_bytes: None }
+        RecordOptions {
+            db: PathBuf::from(crate::sources::history::DEFAULT_DB),
+            retain_us: 7 * 86_400 * 1_000_000,
+            max_db_bytes: None,
+            pg: None,
+            host_name: String::new(),
+        }
     }
 }

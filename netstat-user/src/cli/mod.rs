@@ -117,16 +117,25 @@ pub struct Cli {
     #[arg(long = "history")]
     pub history: bool,
     /// Show the connection table as it was at TIME, from the history (with -a, -n, -o, -b, -p, --json)
-    #[arg(long = "at", value_name = "TIME")]
+    #[arg(long = "at", value_name = "TIME", allow_hyphen_values = true)]
     pub at: Option<String>,
-    /// History database for --record, --history and --at
-    #[arg(long = "db", value_name = "PATH", default_value = crate::sources::history::DEFAULT_DB)]
+    /// History database for --record, --history and --at: a file (SQLite), or postgresql://USER@HOST[:PORT]/DB for a fleet's (password from PGPASSWORD or ~/.pgpass; sslmode=disable, prefer (default), require, verify-full with sslrootcert=FILE)
+    #[arg(long = "db", value_name = "PATH|URL", default_value = crate::sources::history::DEFAULT_DB)]
     pub db: std::path::PathBuf,
+    /// --record with a PostgreSQL --db: the local store written first and forwarded from (it keeps the record while PostgreSQL is away)
+    #[arg(long = "local-db", value_name = "PATH")]
+    pub local_db: Option<std::path::PathBuf>,
+    /// --record with a PostgreSQL --db: the name this host records under (default: its host name)
+    #[arg(long = "host-name", value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// --history, --at with a PostgreSQL --db: only this host's record (--history without it: every host, with a Host column; --at without it: this host's)
+    #[arg(long = "host", value_name = "NAME")]
+    pub host: Option<String>,
     /// --history: lifetimes that were open at or after TIME (RFC 3339, 'YYYY-MM-DD HH:MM[:SS]' in local time, or relative: -10m, -2h, -1d)
-    #[arg(long = "since", value_name = "TIME")]
+    #[arg(long = "since", value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// --history: lifetimes that opened at or before TIME
-    #[arg(long = "until", value_name = "TIME")]
+    #[arg(long = "until", value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// --history, --at: only connections with this foreign address (and port)
     #[arg(long = "remote", value_name = "ADDR[:PORT]")]
@@ -378,6 +387,20 @@ impl Cli {
         if db_given && !history_mode {
             return Err(UsageError("--db names the history database: it goes with --record, --history or --at".into()));
         }
+        let url = self.db.to_str().filter(|s| crate::sources::history::pg::is_url(s));
+        let pg = url.map(crate::sources::history::pg::Target::parse).transpose().map_err(|why| UsageError(format!("invalid --db: {why}")))?;
+        if (self.local_db.is_some() || self.host_name.is_some()) && !(self.record && pg.is_some()) {
+            return Err(UsageError("--local-db and --host-name go with --record and a PostgreSQL --db (postgresql://...)".into()));
+        }
+        if self.host.is_some() && !((self.history || self.at.is_some()) && pg.is_some()) {
+            return Err(UsageError("--host selects a host of a fleet's history: it goes with --history or --at and a PostgreSQL --db (postgresql://...)".into()));
+        }
+        for (name, v) in [("--host-name", &self.host_name), ("--host", &self.host)] {
+            if v.as_deref().is_some_and(|h| h.is_empty() || h.len() > 255 || h.chars().any(char::is_control)) {
+                return Err(UsageError(format!("invalid {name} '{}': expected a host name (1 to 255 printable characters)", esc(v.as_deref().unwrap_or("")))));
+            }
+        }
+        let own_host = || crate::sources::history::pg::host_name(&self.proc_root);
         for (given, flag) in [(self.since.is_some(), "--since"), (self.until.is_some(), "--until")] {
             if given && !self.history {
                 return Err(UsageError(format!("{flag} selects lifetimes: it goes with --history")));
@@ -441,8 +464,20 @@ impl Cli {
             ipv4: family.v4(),
             ipv6: family.v6(),
             listed: false,
+            // --at shows one host's table: this one's unless --host names another.
+            host: match (&pg, &self.host) {
+                (Some(_), Some(h)) => Some(h.clone()),
+                (Some(_), None) if self.at.is_some() => Some(own_host()),
+                _ => None,
+            },
         };
-        Ok((self::config::RecordOptions { db: self.db.clone(), retain_us, max_db_bytes }, query, at))
+        let db = match (&pg, &self.local_db) {
+            (Some(_), Some(local)) => local.clone(),
+            (Some(_), None) => std::path::PathBuf::from(crate::sources::history::DEFAULT_DB),
+            (None, _) => self.db.clone(),
+        };
+        let host_name = self.host_name.clone().unwrap_or_else(own_host);
+        Ok((self::config::RecordOptions { db, retain_us, max_db_bytes, pg, host_name }, query, at))
     }
 }
 

@@ -118,6 +118,8 @@ pub struct Recorded {
     /// The store has a row for it already (written while open, or read
     /// back): the next write replaces it.
     pub stored: bool,
+    /// The host that recorded it, read from a fleet (PostgreSQL) store.
+    pub host: Option<std::sync::Arc<str>>,
 }
 
 /// How long Linux keeps a TIME_WAIT socket (TCP_TIMEWAIT_LEN).
@@ -185,4 +187,6 @@ pub struct Gap {
     pub from_us: i64,
     pub to_us: i64,
     pub kind: GapKind,
+    /// The host whose record it is, in a fleet (PostgreSQL) store.
+    pub host: Option<std::sync::Arc<str>>,
 }

@@ -295,8 +295,19 @@ impl Connection {
 
     /// Order netstat lists in: TCP then UDP, IPv4 then IPv6, by local then
     /// foreign address.
-    pub fn sort_key(&self) -> impl Ord + use<> {
-        (self.proto, self.ipv6, self.local.ip(), self.local.port(), self.remote.ip(), self.remote.port(), self.inode)
+    ///
+    /// Plain integers (IPv4 before IPv6, each address in its own order), so
+    /// that sorting a large table compares words, not enums.
+    pub fn sort_key(&self) -> (u8, (u8, u128, u16), (u8, u128, u16), u64) {
+        (self.proto as u8 * 2 + self.ipv6 as u8, addr_key(self.local), addr_key(self.remote), self.inode)
+    }
+}
+
+/// An address in `IpAddr`'s order (IPv4 first), then its port.
+fn addr_key(a: SocketAddr) -> (u8, u128, u16) {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => (0, ip.to_bits() as u128, a.port()),
+        std::net::IpAddr::V6(ip) => (1, ip.to_bits(), a.port()),
     }
 }
 
@@ -372,6 +383,41 @@ mod tests {
         );
         assert_eq!(tcp_state_name(0), "UNKNOWN");
         assert_eq!(tcp_state_name(99), "UNKNOWN");
+    }
+
+    #[test]
+    fn sort_key_orders_as_protocol_family_and_addresses_do() {
+        let conn = |proto, ipv6, local: &str, remote: &str, inode| Connection {
+            proto,
+            ipv6,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            state: None,
+            id: SockId { netns: 0, cookie: inode },
+            inode,
+            uid: None,
+            offloaded: false,
+            owner: None,
+        };
+        let conns = [
+            conn(Proto::Udp, false, "10.0.0.1:53", "0.0.0.0:0", 1),
+            conn(Proto::Tcp, true, "[::1]:22", "[::1]:40000", 2),
+            conn(Proto::Tcp, true, "[::ffff:127.0.0.1]:22", "[::ffff:127.0.0.1]:9", 3),
+            conn(Proto::Tcp, false, "127.0.0.1:22", "127.0.0.1:40000", 4),
+            conn(Proto::Tcp, false, "127.0.0.1:22", "127.0.0.1:39999", 5),
+            conn(Proto::Tcp, false, "127.0.0.1:22", "127.0.0.1:39999", 0),
+            conn(Proto::Tcp, false, "9.255.255.255:80", "0.0.0.0:0", 6),
+            conn(Proto::Tcp, false, "127.0.0.1:21", "[::1]:1", 7),
+            conn(Proto::Udp, true, "[fe80::1]:5353", "[::]:0", 8),
+        ];
+        let mut by_key: Vec<&Connection> = conns.iter().collect();
+        by_key.sort_by_key(|c| c.sort_key());
+        // The order in words: protocol, family, then each address and port.
+        let mut by_fields: Vec<&Connection> = conns.iter().collect();
+        by_fields.sort_by_key(|c| (c.proto, c.ipv6, c.local.ip(), c.local.port(), c.remote.ip(), c.remote.port(), c.inode));
+        let inodes = |v: &[&Connection]| v.iter().map(|c| c.inode).collect::<Vec<_>>();
+        assert_eq!(inodes(&by_key), inodes(&by_fields));
+        assert_eq!(inodes(&by_key), [6, 7, 0, 5, 4, 2, 3, 1, 8]);
     }
 
     #[test]

@@ -11,9 +11,12 @@ use std::{
 use crate::{
     EnvError,
     cli::config::Config,
-    model::{Connection, history::GapKind},
+    model::{
+        Connection,
+        history::{GapKind, Recorded},
+    },
     render,
-    sources::history::{self, HistoryError, query},
+    sources::history::{self, HistoryError, pg, query},
     timefmt::local_millis,
 };
 
@@ -29,7 +32,8 @@ fn usage_or_runtime(e: HistoryError) -> anyhow::Error {
 fn warn_missing(gaps: &[query::Gap]) {
     for g in gaps.iter().filter(|g| g.kind == GapKind::NotRecording) {
         eprintln!(
-            "netstat: no record from {} to {} (netstat was not recording): the history may be incomplete there",
+            "netstat: no record{} from {} to {} (netstat was not recording): the history may be incomplete there",
+            g.host.as_deref().map(|h| format!(" of {}", crate::escape::escape(h))).unwrap_or_default(),
             local_millis(g.from_us),
             local_millis(g.to_us)
         );
@@ -40,11 +44,36 @@ fn warn_missing(gaps: &[query::Gap]) {
     }
 }
 
-pub fn run_history(cfg: &Config) -> anyhow::Result<ExitCode> {
+/// The lifetimes `f` selects and the gaps over its range, from whichever
+/// store `--db` names.
+fn select(cfg: &Config, f: &query::Filter, at: Option<i64>) -> anyhow::Result<(Vec<Recorded>, Vec<query::Gap>)> {
+    let (since, until) = match at {
+        Some(t) => (Some(t), Some(t)),
+        None => (f.since_us, f.until_us),
+    };
+    if let Some(target) = &cfg.record.pg {
+        let (mut c, _) = pg::open_read(target).map_err(usage_or_runtime)?;
+        let rows = match at {
+            Some(t) => pg::query::table_at(&mut c, target, t, f),
+            None => pg::query::lifetimes(&mut c, target, f),
+        }
+        .map_err(usage_or_runtime)?;
+        let gaps = pg::query::gaps(&mut c, target, f.host.as_deref(), since, until).map_err(usage_or_runtime)?;
+        return Ok((rows, gaps));
+    }
     let db = open(cfg)?;
     let path = &cfg.record.db;
-    let rows = query::lifetimes(&db, path, &cfg.query).map_err(usage_or_runtime)?;
-    let gaps = query::gaps(&db, path, cfg.query.since_us, cfg.query.until_us).map_err(usage_or_runtime)?;
+    let rows = match at {
+        Some(t) => query::table_at(&db, path, t, f),
+        None => query::lifetimes(&db, path, f),
+    }
+    .map_err(usage_or_runtime)?;
+    let gaps = query::gaps(&db, path, since, until).map_err(usage_or_runtime)?;
+    Ok((rows, gaps))
+}
+
+pub fn run_history(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let (rows, gaps) = select(cfg, &cfg.query, None)?;
     warn_missing(&gaps);
     let mut out = BufWriter::new(std::io::stdout().lock());
     render::history::write(&rows, &gaps, cfg, &mut out)?;
@@ -54,10 +83,7 @@ pub fn run_history(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 pub fn run_at(cfg: &Config) -> anyhow::Result<ExitCode> {
     let t = cfg.at.expect("--at given");
-    let db = open(cfg)?;
-    let path = &cfg.record.db;
-    let rows = query::table_at(&db, path, t, &cfg.query).map_err(usage_or_runtime)?;
-    let gaps = query::gaps(&db, path, Some(t), Some(t)).map_err(usage_or_runtime)?;
+    let (rows, gaps) = select(cfg, &cfg.query, Some(t))?;
     warn_missing(&gaps);
     // Each connection as netstat listed it then: its state at that instant,
     // the holder it had, no process for a TIME_WAIT.

@@ -133,11 +133,14 @@ impl Live<'_> {
 
     fn render(&mut self, w: &mut impl Write) -> std::io::Result<()> {
         let pid = |o: &Option<Owner>| self.cfg.pid_matches(o.as_ref().map(|o| o.pid));
-        let mut conns: Vec<Connection> = self.table.live().filter(|c| pid(&c.owner)).cloned().collect();
+        // Rows with an owner are filled in below (copies: what /proc adds is
+        // for this display); the rest, most of a busy table (TIME_WAIT), are
+        // shown as they are.
+        let mut held: Vec<Connection> = self.table.live().filter(|c| c.owner.is_some() && pid(&c.owner)).cloned().collect();
         let mut closed_rows: Vec<ClosedConnection> =
             self.table.take_closed().into_iter().filter(|c| self.wanted_closed(c) && pid(&c.conn.owner)).collect();
         closed_rows.sort_by_key(|c| c.closed_ns);
-        for (o, live_row) in conns
+        for (o, live_row) in held
             .iter_mut()
             .filter_map(|c| c.owner.as_mut().map(|o| (o, true)))
             .chain(closed_rows.iter_mut().filter_map(|c| c.conn.owner.as_mut().map(|o| (o, false))))
@@ -155,6 +158,7 @@ impl Live<'_> {
             }
         }
         let t = &self.table;
+        let conns: Vec<&Connection> = held.iter().chain(t.live().filter(|c| c.owner.is_none() && pid(&c.owner))).collect();
         let display = render::live::LiveDisplay {
             now_ns: monotonic_ns(),
             clock_offset_ns: self.clock,

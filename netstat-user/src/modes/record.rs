@@ -16,6 +16,7 @@ use crate::{
     sources::{
         history::{
             self, HistoryError,
+            pg::forward::Forwarder,
             writer::{Batch, LostEvents, Retention, Writer},
         },
         owners::ProcFdScan,
@@ -47,7 +48,25 @@ async fn record(cfg: &Config) -> anyhow::Result<ExitCode> {
     let r = &cfg.record;
     let retention = Retention { retain_us: r.retain_us, max_bytes: r.max_db_bytes };
     let boot = history::boot_id(&cfg.proc_root);
-    let (writer, resume) = Writer::start(&r.db, retention, boot.as_deref()).map_err(store_error)?;
+    let (writer, resume) = Writer::start(&r.db, retention, boot.as_deref(), r.pg.is_some()).map_err(store_error)?;
+    // The fleet store: a thread of its own forwards what the writer has
+    // committed; while PostgreSQL is away it waits, and the rows wait in
+    // the local store.
+    let forwarder = match &r.pg {
+        Some(target) => {
+            let f = Forwarder { target: target.clone(), host: r.host_name.clone(), local: r.db.clone(), retain_us: r.retain_us };
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            let handle = std::thread::Builder::new()
+                .name("netstat-forward".into())
+                .spawn(move || {
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+                    f.run(stop_rx)
+                })
+                .context("starting the PostgreSQL forwarder")?;
+            Some((stop_tx, handle, target.shown.clone()))
+        }
+        None => None,
+    };
     let opts = TracerOptions::from_config(cfg).with_listeners();
     let mut tracer = Tracer::start(&opts)?;
     for w in plan::warnings(&tracer.report) {
@@ -166,8 +185,20 @@ async fn record(cfg: &Config) -> anyhow::Result<ExitCode> {
     send(&tx, &mut pending, &err_rx)?;
     let _ = tx.send(ToWriter::Stop);
     let _ = thread.join();
+    // After the writer's last batch: the forwarder sends what is left.
+    let forwarded = forwarder.map(|(stop, handle, shown)| {
+        let _ = stop.send(());
+        (handle.join().unwrap_or_default(), shown)
+    });
     if let Ok(e) = err_rx.try_recv() {
         return Err(store_error(e));
+    }
+    if let Some((f, shown)) = forwarded {
+        eprintln!(
+            "netstat: forwarded {} rows to {shown}{}",
+            f.rows,
+            if f.waiting > 0 { format!("; {} rows wait in the local store for the next run", f.waiting) } else { String::new() }
+        );
     }
     eprintln!("netstat: recorded {events} events into {rows} rows; {lost} events lost");
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! -4/-6), in what order, and how each row reads (netstat's columns, -o PID,
 //! -t offload state, -b executable line) or its JSON object.
 use std::{
+    fmt::Write as _,
     io::{self, Write},
     net::{IpAddr, SocketAddr},
 };
@@ -42,15 +43,16 @@ pub fn wanted(c: &Connection, cfg: &Config) -> bool {
 }
 
 /// The rows of one display, filtered and in netstat's order.
-pub fn select<'a>(conns: &'a [Connection], cfg: &Config) -> Vec<&'a Connection> {
-    let mut rows: Vec<&Connection> = conns.iter().filter(|c| wanted(c, cfg)).collect();
-    rows.sort_by_key(|c| c.sort_key());
+pub fn select<'a>(conns: impl IntoIterator<Item = &'a Connection>, cfg: &Config) -> Vec<&'a Connection> {
+    let mut rows: Vec<&Connection> = conns.into_iter().filter(|c| wanted(c, cfg)).collect();
+    // Rows equal in every key field are the same socket's: no order to keep.
+    rows.sort_unstable_by_key(|c| c.sort_key());
     rows
 }
 
 /// Write one connection display, text or JSON (one line). `labels`
 /// (--all-namespaces) adds the Namespace column.
-pub fn write(conns: &[Connection], cfg: &Config, names: Option<&Resolver>, labels: Option<&Labels>, w: &mut impl Write) -> io::Result<()> {
+pub fn write<'a>(conns: impl IntoIterator<Item = &'a Connection>, cfg: &Config, names: Option<&Resolver>, labels: Option<&Labels>, w: &mut impl Write) -> io::Result<()> {
     let rows = select(conns, cfg);
     if let Some(r) = names {
         // The text resolves only foreign addresses; JSON names both ends.
@@ -121,11 +123,12 @@ pub fn row_text(line: &mut String, proto: &str, local: &str, foreign: &str, stat
     line.push_str("    ");
     match (pid, offload) {
         (Some(pid), Some(off)) => {
-            line.push_str(&pid.to_string());
-            line.push('\t');
+            let _ = write!(line, "{pid}\t");
             field(line, off, 12);
         }
-        (Some(pid), None) => line.push_str(&pid.to_string()),
+        (Some(pid), None) => {
+            let _ = write!(line, "{pid}");
+        }
         (None, Some(off)) => field(line, off, 12),
         (None, None) => {}
     }
@@ -145,15 +148,18 @@ pub fn write_text(rows: &[&Connection], cfg: &Config, names: Option<&Resolver>, 
         writeln!(w)?;
     }
     let mut line = String::with_capacity(128);
+    let (mut local, mut foreign) = (String::with_capacity(48), String::with_capacity(48));
     for c in rows {
         line.clear();
-        let foreign = foreign_text(c, names, cfg.fqdn);
+        foreign_into(&mut foreign, c, names, cfg.fqdn);
+        local.clear();
+        let _ = write!(local, "{}", c.local);
         // Windows leaves the state and offload state of a UDP row empty.
         let offload = cfg.offload.then(|| if c.proto == Proto::Udp { "" } else { offload_state(c) });
         row_text(
             &mut line,
             c.proto.name(),
-            &c.local.to_string(),
+            &local,
             &foreign,
             c.state.map(tcp_state_name).unwrap_or(""),
             cfg.owner.then(|| pid_cell(c)),
@@ -268,6 +274,17 @@ pub fn foreign_text(c: &Connection, names: Option<&Resolver>, fqdn: bool) -> Str
         return format!("{}:0", escape(h));
     }
     endpoint(c.remote, c.proto, names, true, fqdn)
+}
+
+/// `foreign_text` into `out` (cleared first), for a loop over many rows: a
+/// numeric address allocates nothing.
+fn foreign_into(out: &mut String, c: &Connection, names: Option<&Resolver>, fqdn: bool) {
+    out.clear();
+    if names.is_none() && !c.is_unconnected_udp() {
+        let _ = write!(out, "{}", c.remote);
+        return;
+    }
+    out.push_str(&foreign_text(c, names, fqdn));
 }
 
 /// An address as netstat prints it: `1.2.3.4:80`, `[::1]:22`, or with names

@@ -19,13 +19,28 @@ pub fn write(rows: &[Recorded], gaps: &[Gap], cfg: &Config, w: &mut impl Write) 
         return write_json(rows, gaps, w);
     }
     writeln!(w, "\nConnection history\n")?;
+    // A fleet's record across hosts: each row names its host first.
+    let host_width = if cfg.query.host.is_none() && rows.iter().any(|r| r.host.is_some()) {
+        Some(rows.iter().map(|r| host_text(r.host.as_deref()).chars().count()).max().unwrap_or(0).clamp(4, 32))
+    } else {
+        None
+    };
     let mut line = String::with_capacity(256);
     line.push_str("  ");
+    if let Some(wd) = host_width {
+        cell(&mut line, "Host", wd);
+    }
     head(&mut line);
     writeln!(w, "{}", line.trim_end())?;
     for r in rows {
         line.clear();
-        row(&mut line, r);
+        if let Some(wd) = host_width {
+            line.push_str("  ");
+            cell(&mut line, &host_text(r.host.as_deref()), wd);
+            line.push_str(&row_text(r)[2..]);
+        } else {
+            row(&mut line, r);
+        }
         writeln!(w, "{}", line.trim_end())?;
         if cfg.executable {
             line.clear();
@@ -68,6 +83,16 @@ fn head(line: &mut String) {
     }
 }
 
+fn host_text(h: Option<&str>) -> String {
+    crate::escape::escape(h.unwrap_or("")).into_owned()
+}
+
+fn row_text(r: &Recorded) -> String {
+    let mut s = String::new();
+    row(&mut s, r);
+    s
+}
+
 fn row(line: &mut String, r: &Recorded) {
     let c = &r.conn;
     line.push_str("  ");
@@ -89,7 +114,8 @@ fn row(line: &mut String, r: &Recorded) {
 
 /// One gap as the text layout says it.
 pub fn gap_text(g: &Gap) -> String {
-    match &g.kind {
+    let host = g.host.as_deref().map(|h| format!("{}: ", host_text(Some(h)))).unwrap_or_default();
+    host + &match &g.kind {
         GapKind::NotRecording => {
             format!("{} to {}: netstat was not recording", local_millis(g.from_us), local_millis(g.to_us))
         }

@@ -391,6 +391,9 @@ pub fn recorded(buf: &mut Vec<u8>, r: &crate::model::history::Recorded) {
     let rfc3339_micros = |us: i64| rfc3339_nanos(us as i128 * 1000);
     let c = &r.conn;
     let mut o = Obj::begin(buf);
+    if let Some(h) = &r.host {
+        o.text("host", h.as_bytes());
+    }
     socket_fields(&mut o, c.proto, c.ipv6, c.local, c.remote, c.id, Names::default());
     match c.state {
         Some(s) => o.str("state", tcp_state_name(s)),
@@ -448,6 +451,9 @@ pub fn gap(buf: &mut Vec<u8>, g: &crate::model::history::Gap) {
     use crate::model::history::GapKind;
     let rfc3339_micros = |us: i64| rfc3339_nanos(us as i128 * 1000);
     let mut o = Obj::begin(buf);
+    if let Some(h) = &g.host {
+        o.text("host", h.as_bytes());
+    }
     o.str("from", &rfc3339_micros(g.from_us));
     o.str("to", &rfc3339_micros(g.to_us));
     match &g.kind {

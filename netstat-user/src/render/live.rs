@@ -20,7 +20,7 @@ use crate::{
 pub struct LiveDisplay<'a> {
     pub now_ns: u64,
     pub clock_offset_ns: i128,
-    pub conns: &'a [Connection],
+    pub conns: &'a [&'a Connection],
     /// Already filtered for this display, oldest first.
     pub closed: &'a [ClosedConnection],
     pub lost_events: u64,
@@ -41,14 +41,14 @@ pub fn write(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut im
     if cfg.json {
         return write_json(d, cfg, names, w);
     }
-    connections::write(d.conns, cfg, names, d.labels, w)?;
+    connections::write(d.conns.iter().copied(), cfg, names, d.labels, w)?;
     write_closed(d.closed, cfg, names, d.labels, w)?;
     let since = d.lost_since_ns.map(|n| d.wall(n));
     footer(d.lost_events, since.as_deref(), d.lost_by_reason, d.dropped, cfg.max_rows, w)
 }
 
 fn write_json(d: &LiveDisplay, cfg: &Config, names: Option<&Resolver>, w: &mut impl Write) -> io::Result<()> {
-    let rows = connections::select(d.conns, cfg);
+    let rows = connections::select(d.conns.iter().copied(), cfg);
     if let Some(r) = names {
         r.prepare(rows.iter().flat_map(|c| [c.local.ip(), c.remote.ip()]));
     }

@@ -131,6 +131,7 @@ impl Lifetimes {
                 holders: Vec::new(),
                 handed_over: false,
             stored: false,
+            host: None,
             },
             seen_ns: e.ts_ns,
             reset: None,
@@ -379,6 +380,7 @@ impl Lifetimes {
                         holders: Vec::new(),
                         handed_over: false,
                         stored: false,
+                        host: None,
                         conn: c,
                     };
                     r

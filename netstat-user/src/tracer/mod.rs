@@ -47,6 +47,8 @@ const RESCUED_BY_TRACEPOINT: &[&str] = &[
     "kprobe_inet_csk_clone_lock",
     "fentry_tcp_set_state",
     "fentry_inet_csk_listen_start",
+    // Reports no event: a skip loses none (its copy repeats the removal).
+    "tcp_destroy_sock",
 ];
 
 #[derive(Debug, Clone)]
@@ -186,7 +188,7 @@ impl Tracer {
             _ => anyhow::bail!("LOST map is not an array"),
         };
         // The rescue programs' own misses are not losses: they skip every
-        // transition but the ones another program could not see (state.rs).
+        // firing but the ones another program could not see (rescue.rs).
         // Nor are the misses of the programs the tracepoint checks cover:
         // they report every call those skipped (kfunc.rs).
         let prog_fds = ebpf

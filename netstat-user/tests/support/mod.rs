@@ -2,6 +2,7 @@
 //! --json` and the `netstat-load` workload, collect and filter events.
 #![allow(dead_code)]
 pub mod ftrace;
+pub mod history;
 pub mod loss;
 pub mod maps;
 pub mod postgres;

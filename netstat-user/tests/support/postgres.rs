@@ -145,6 +145,87 @@ impl Postgres {
         ["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"].map(String::from).to_vec()
     }
 
+    /// netstat's `--db` for this server (TCP, user postgres, database postgres).
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `psql -At -c SQL` (checked): its output, trimmed.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(bin("psql"))
+            .args(self.conn_args())
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql])
+            .env_remove("PGSERVICE")
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `psql`'s one number.
+    pub fn count(&self, sql: &str) -> u64 {
+        let v = self.psql(sql);
+        v.parse().unwrap_or_else(|_| panic!("psql {sql}: not a number: {v}"))
+    }
+
+    /// `pg_ctl stop -m fast`: every session is cut, the port closes.
+    pub fn stop(&self) {
+        let st = as_postgres(&bin("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "fast", "-w", "-t", "30", "stop"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl stop");
+        assert!(st.success(), "pg_ctl stop: {st}\nserver log:\n{}", self.log());
+    }
+
+    /// Start the stopped server again on the same port.
+    pub fn start_again(&mut self) {
+        let out = as_postgres(&bin("pg_ctl"))
+            .args(["-D", &self.data(), "-l", &self.log_path(), "-w", "-t", "30", "start"])
+            .current_dir(&self.dir)
+            .output()
+            .expect("run pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start again: {}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        let pidfile = std::fs::read_to_string(format!("{}/postmaster.pid", self.data())).expect("read postmaster.pid");
+        self.postmaster_pid = pidfile.lines().next().and_then(|l| l.trim().parse().ok()).expect("a PID in postmaster.pid");
+    }
+
+    /// Turn TLS on: a certificate for IP 127.0.0.1 signed by a CA of its
+    /// own (openssl); returns the CA certificate's path (a client's root).
+    pub fn enable_tls(&mut self) -> PathBuf {
+        let ca = make_ca(&self.dir, "ca");
+        let (crt, key, csr, ext) = (self.dir.join("server.crt"), self.dir.join("server.key"), self.dir.join("server.csr"), self.dir.join("server.ext"));
+        std::fs::write(&ext, "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+        openssl(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", p(&key), "-out", p(&csr)]);
+        openssl(&[
+            "x509", "-req", "-in", p(&csr), "-CA", p(&ca), "-CAkey", p(&self.dir.join("ca.key")), "-CAcreateserial", "-days", "2", "-extfile", p(&ext), "-out", p(&crt),
+        ]);
+        let pw = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let conf = format!("\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", crt.display(), key.display());
+        std::fs::OpenOptions::new().append(true).open(format!("{}/postgresql.conf", self.data())).unwrap().write_all(conf.as_bytes()).unwrap();
+        self.stop();
+        self.start_again();
+        ca
+    }
+
+    /// A role that must give its password (scram over TCP), for the
+    /// PGPASSWORD and ~/.pgpass tests.
+    pub fn add_password_role(&self, role: &str, password: &str) {
+        self.psql(&format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"));
+        let hba = format!("{}/pg_hba.conf", self.data());
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}")).unwrap();
+        self.psql("SELECT pg_reload_conf()");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     /// `pgbench ARGS` against the server (after one `pgbench -i`), checked:
     /// any failed connection or transaction panics with pgbench's output
     /// and the server log.
@@ -309,4 +390,21 @@ impl Drop for Postgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// `openssl ARGS`, checked.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A certificate authority in `dir` (NAME.crt, NAME.key); its certificate's path.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=netstat test {name}"), "-keyout", p(&key), "-out", p(&crt)]);
+    crt
 }

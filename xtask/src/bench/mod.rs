@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the five figures of issue 6 and the per-program cost of issue 12, each measured side by side
+//! `cargo xtask bench`: the figures of issues 6, 12, 16 and 17, each measured side by side
 //! with its anchor in the same run (commands alternated, several runs, medians
 //! and spread), written to bench/RESULTS.md. Owns measurement only: workloads
 //! come from `netstat-load`, and every command is run as a user would run it.
@@ -32,6 +32,9 @@ const BENCH_COMMANDS: &[(&str, &str)] = &[
     ("hyperfine", "hyperfine"),
     ("bpftool", "bpftool"),
     ("python3", "python3"),
+    // Figure 8: a PostgreSQL server of its own, and psql to count.
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+    ("psql", "postgresql-client-15"),
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5,6,7] [--churn-seconds S] [--netstat PATH] [--out PATH]
+const USAGE: &str = "usage: cargo xtask bench [--runs N] [--no-100k] [--only 1,2,3,4,5,6,7,8,9] [--churn-seconds S] [--netstat PATH] [--out PATH]
 
-Runs the five figures of issue 6 and figure 6 of issue 12 (needs root) and writes
+Runs the figures (needs root): 1-5 of issue 6, 6 of issue 12, 7 and 8 of issues 16 and 17, 9 of issue 14; writes
 bench/RESULTS.md. With --only, the other figures' sections are kept from the page it replaces.
   --runs N            timed runs per command (default 5; 3 for commands slower than 5 s)
   --no-100k           skip the 100k-connection step of figures 1 and 4 (saves ~3 minutes)

@@ -22,6 +22,10 @@ pub struct Tracer {
 #[derive(Clone, Copy, PartialEq)]
 pub enum TracerKind {
     Netstat { ring: Option<u64> },
+    /// `netstat --stream` (text lines).
+    NetstatText,
+    /// `netstat -ano INTERVAL` (the live table), with `--json` or not.
+    Live { interval: u8, json: bool },
     Bpftrace(&'static str),
 }
 
@@ -35,6 +39,19 @@ impl Tracer {
                 c.args(["--stream", "--json"]);
                 if let Some(r) = ring {
                     c.args(["--ring-size", &r.to_string()]);
+                }
+                c
+            }
+            TracerKind::NetstatText => {
+                let mut c = Command::new(&bins.netstat);
+                c.arg("--stream");
+                c
+            }
+            TracerKind::Live { interval, json } => {
+                let mut c = Command::new(&bins.netstat);
+                c.args(["-ano", &interval.to_string()]);
+                if json {
+                    c.arg("--json");
                 }
                 c
             }
@@ -112,6 +129,9 @@ pub fn tracer_label(k: TracerKind) -> String {
     match k {
         TracerKind::Netstat { ring: None } => "netstat --stream --json >/dev/null".into(),
         TracerKind::Netstat { ring: Some(r) } => format!("netstat --stream --json --ring-size {r} >/dev/null"),
+        TracerKind::NetstatText => "netstat --stream >/dev/null".into(),
+        TracerKind::Live { interval, json: false } => format!("netstat -ano {interval}"),
+        TracerKind::Live { interval, json: true } => format!("netstat -ano {interval} --json"),
         TracerKind::Bpftrace(s) => format!("bpftrace bench/{s} >/dev/null"),
     }
 }

@@ -80,6 +80,8 @@ pub struct Churn {
     pub connections: u64,
     pub rate: f64,
     pub errors: u64,
+    /// The addresses its servers listened on.
+    pub listeners: Vec<String>,
 }
 
 impl Churn {
@@ -90,6 +92,7 @@ impl Churn {
             connections: json_u64(&v, "connections").context("churn printed no count")?,
             rate: v["rate"].as_f64().unwrap_or(0.0),
             errors: json_u64(&v, "errors").unwrap_or(0),
+            listeners: v["listeners"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(String::from)).collect(),
         })
     }
 }
@@ -166,8 +169,9 @@ mod tests {
 
     #[test]
     fn churn_report_is_read_with_serde() {
-        let l = r#"{"connections":112490,"errors":0,"rate":37491.0,"time":"2026-11-23T22:28:12Z"}"#;
-        assert_eq!(Churn::from_line(l).unwrap(), Churn { connections: 112490, rate: 37491.0, errors: 0 });
+        let l = r#"{"connections":112490,"errors":0,"listeners":["127.0.0.1:5"],"rate":37491.0,"time":"2026-11-23T22:28:12Z"}"#;
+        let want = Churn { connections: 112490, rate: 37491.0, errors: 0, listeners: vec!["127.0.0.1:5".into()] };
+        assert_eq!(Churn::from_line(l).unwrap(), want);
         assert!(Churn::from_line(r#"{"rate":1.0}"#).is_err());
         assert!(Churn::from_line("garbage").is_err());
         let t = r#"{"bytes":6400000,"complete":true,"connections":50,"cpu_seconds":0.86,"messages":100000,"rate":176108.0,"seconds":0.568,"size":64}"#;

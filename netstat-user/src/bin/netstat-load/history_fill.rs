@@ -32,11 +32,15 @@ pub struct Args {
     /// Rows per transaction (the recorder writes a batch per 500 ms).
     #[arg(long, default_value_t = 20_000)]
     batch: usize,
+    /// Also fill the outbox, as a recorder forwarding to PostgreSQL does
+    /// (the fleet benchmark's backlog).
+    #[arg(long)]
+    outbox: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let retention = Retention { retain_us: i64::MAX / 4, max_bytes: None };
-    let (mut writer, resume) = Writer::start(&a.db, retention, None).context("opening the database")?;
+    let (mut writer, resume) = Writer::start(&a.db, retention, None, a.outbox).context("opening the database")?;
     let span_us = (a.connections as i64 * 1_000_000) / a.rate.max(1) as i64;
     let start_us = netstat_user::sources::history::now_us() - span_us;
     let owners: Vec<Owner> = (0..8)
@@ -97,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
             holders: Vec::new(),
             handed_over: false,
             stored: false,
+            host: None,
         };
         id += 1;
         batch.rows.push(rec);

@@ -3,6 +3,7 @@
 //! runs (so the time it was not recording is known) and its lost events.
 //! Owns the file format and every SQL statement; knows nothing of the
 //! kernel or of output formats. `writer` fills it, `query` reads it.
+pub mod pg;
 pub mod query;
 pub mod writer;
 
@@ -61,12 +62,18 @@ pub enum HistoryError {
     Io(PathBuf, std::io::Error),
     #[error("{}: {}", .0.display(), .1)]
     Sqlite(PathBuf, rusqlite::Error),
+    #[error("{0}: {1}")]
+    Pg(String, String),
+    #[error("{0}: written by a newer netstat (schema version {1}; this one reads up to {v})", v = pg::SCHEMA_VERSION)]
+    PgNewer(String, i64),
+    #[error("{0}: no netstat history in this database (a recorder creates it: netstat --record --db URL)")]
+    PgEmpty(String),
 }
 
 impl HistoryError {
     /// Errors that are the user's to fix (a wrong path or file): exit 2.
     pub fn is_usage(&self) -> bool {
-        matches!(self, HistoryError::Missing(_) | HistoryError::Foreign(..) | HistoryError::Newer(..))
+        matches!(self, HistoryError::Missing(_) | HistoryError::Foreign(..) | HistoryError::Newer(..) | HistoryError::PgNewer(..) | HistoryError::PgEmpty(_))
     }
 }
 
@@ -141,18 +148,6 @@ pub fn addr_value(a: IpAddr) -> Value {
     match a {
         IpAddr::V4(v4) => Value::Integer(u32::from(v4) as i64),
         IpAddr::V6(v6) => Value::Blob(v6.octets().to_vec()),
-    }
-}
-
-/// Every stored form `a` can have: an IPv4 address also as IPv4-mapped
-/// IPv6 (an IPv6 socket talking to an IPv4 peer), and the reverse.
-pub fn addr_forms(a: IpAddr) -> Vec<Value> {
-    match a {
-        IpAddr::V4(v4) => vec![addr_value(a), addr_value(IpAddr::V6(v4.to_ipv6_mapped()))],
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => vec![addr_value(a), addr_value(IpAddr::V4(v4))],
-            None => vec![addr_value(a)],
-        },
     }
 }
 
@@ -331,8 +326,8 @@ mod tests {
         }
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert!(addr_forms(v4).contains(&addr_value(mapped)));
-        assert!(addr_forms(mapped).contains(&addr_value(v4)));
+        assert!(query::ip_forms(v4).contains(&mapped));
+        assert!(query::ip_forms(mapped).contains(&v4));
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct Writer {
     places: FastMap<PlaceKey, i64>,
     retention: Retention,
     last_prune_us: i64,
+    /// Every row written also goes into the outbox, for the forwarder
+    /// (`--db postgresql://...`); retention keeps what it still holds.
+    outbox: bool,
 }
 
 /// How often retention runs (each pass is bounded).
@@ -114,9 +117,17 @@ const PRUNE_STEP: i64 = 20_000;
 impl Writer {
     /// Open (or create) the store and start a run; what the previous run
     /// left open comes back for the recorder to continue or close.
-    pub fn start(path: &Path, retention: Retention, boot_id: Option<&str>) -> Result<(Writer, Resume), HistoryError> {
+    pub fn start(path: &Path, retention: Retention, boot_id: Option<&str>, outbox: bool) -> Result<(Writer, Resume), HistoryError> {
         let db = open_write(path)?;
         let e = sql(path);
+        if outbox {
+            // The store's own name in PostgreSQL: rows keep their ids there.
+            // The outbox's sequence never goes back (AUTOINCREMENT), even
+            // when the forwarder has emptied it: the cursor is a seq.
+            let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").map(|s| s.trim().to_string()).unwrap_or_else(|_| format!("{:x}-{}", now_us(), std::process::id()));
+            db.execute_batch("CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, conn INTEGER NOT NULL);").map_err(&e)?;
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store_id', ?1)", [id]).map_err(&e)?;
+        }
         if let Some(max) = retention.max_bytes {
             // Keep the write-ahead log within the cap too.
             let limit = (max / 4).clamp(1 << 16, 64 << 20);
@@ -148,7 +159,7 @@ impl Writer {
         .map_err(&e)?;
         let run = db.last_insert_rowid();
         let resume = Resume { previous_end_us: prev.map(|p| p.1.unwrap_or(p.0)), open, stale, next_id };
-        Ok((Writer { db, path: path.to_path_buf(), run, procs: FastMap::default(), places: FastMap::default(), retention, last_prune_us: now }, resume))
+        Ok((Writer { db, path: path.to_path_buf(), run, procs: FastMap::default(), places: FastMap::default(), retention, last_prune_us: now, outbox }, resume))
     }
 
     /// One transaction: the rows, the lost events, the heartbeat.
@@ -200,6 +211,9 @@ impl Writer {
                     int((c.id.cookie != 0).then_some(c.id.cookie as i64)),
                 ];
                 insert_row(&tx, &row, r.stored).map_err(&e)?;
+                if self.outbox {
+                    tx.prepare_cached("INSERT INTO outbox(conn) VALUES (?1)").map_err(&e)?.execute([r.id]).map_err(&e)?;
+                }
                 if !r.holders.is_empty() {
                     tx.execute("DELETE FROM holders WHERE conn = ?1", [r.id]).map_err(&e)?;
                     for (since, o) in &r.holders {
@@ -239,14 +253,16 @@ impl Writer {
         let e = sql(&self.path);
         let horizon = now - self.retention.retain_us;
         let mut removed = 0usize;
+        // Rows the forwarder has still to send stay.
+        let kept = if self.outbox { " AND id NOT IN (SELECT conn FROM outbox)" } else { "" };
         {
             // Rows whose connection closed before the horizon, one bucket of
             // the interval index at a time (its range bounds the scan).
             let mut del = self
                 .db
-                .prepare_cached(
-                    "DELETE FROM conns WHERE id IN (SELECT id FROM conns WHERE span = ?1 AND opened < ?2 AND opened + lived < ?2 LIMIT ?3)",
-                )
+                .prepare_cached(&format!(
+                    "DELETE FROM conns WHERE id IN (SELECT id FROM conns WHERE span = ?1 AND opened < ?2 AND opened + lived < ?2{kept} LIMIT ?3)"
+                ))
                 .map_err(&e)?;
             for b in 0..SPAN_OPEN {
                 removed += del.execute(params![b, horizon, PRUNE_STEP]).map_err(&e)?;
@@ -270,7 +286,7 @@ impl Writer {
                     )
                     .map_err(&e)?;
                 let Some(max_id) = max_id else { break };
-                removed += self.db.execute("DELETE FROM conns WHERE id <= ?1 AND span != ?2", params![max_id, SPAN_OPEN]).map_err(&e)?;
+                removed += self.db.execute(&format!("DELETE FROM conns WHERE id <= ?1 AND span != ?2{kept}"), params![max_id, SPAN_OPEN]).map_err(&e)?;
                 if let Some(end) = last_end {
                     self.set_pruned_before(end)?;
                 }

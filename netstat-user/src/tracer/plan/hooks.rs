@@ -202,7 +202,13 @@ pub(super) const HOOKS: &[Hook] = &[
         // Which side reset a connection (reset.rs): without it a reset
         // connection's end says only that it closed without a FIN.
         needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
-        tracepoints: &[("tcp_send_reset", RAW, "tcp_send_reset"), ("tcp_receive_reset", RAW, "tcp_receive_reset")],
+        // Each with its copy for the firings the kernel skipped it for.
+        tracepoints: &[
+            ("tcp_send_reset", RAW, "tcp_send_reset"),
+            ("tcp_send_reset_nested", RAW, "tcp_send_reset"),
+            ("tcp_receive_reset", RAW, "tcp_receive_reset"),
+            ("tcp_receive_reset_nested", RAW, "tcp_receive_reset"),
+        ],
         cgroup: &[],
         fallback: &[],
         fentry: &[],
@@ -215,7 +221,7 @@ pub(super) const HOOKS: &[Hook] = &[
         essential: false,
         // A socket's owner entry goes when it is freed, however it ended.
         needs: &[],
-        tracepoints: &[("tcp_destroy_sock", RAW, "tcp_destroy_sock")],
+        tracepoints: &[("tcp_destroy_sock", RAW, "tcp_destroy_sock"), ("tcp_destroy_sock_nested", RAW, "tcp_destroy_sock")],
         cgroup: &[],
         fallback: &[],
         fentry: &[],

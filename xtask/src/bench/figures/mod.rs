@@ -3,6 +3,8 @@
 //! and summary notes; figures that need N connections held share one sweep
 //! over the sizes (`sweep.rs`), so the connections are set up once per size.
 mod bpf_cost;
+mod cost;
+mod fleet;
 mod history;
 mod latency;
 mod loss;
@@ -68,6 +70,16 @@ pub const FIGURES: &[Figure] = &[
         number: 7,
         title: "History: the recorder beside the stream at maximum churn, and queries over 10 million lifetimes",
         measure: Measure::Alone(history::measure),
+    },
+    Figure {
+        number: 8,
+        title: "Fleet store: one recorder forwarding into PostgreSQL, and the bytes per connection there",
+        measure: Measure::Alone(fleet::measure),
+    },
+    Figure {
+        number: 9,
+        title: "Tracer cost side by side: BPF and CPU per connection, loss and memory, at a fixed rate and at maximum churn",
+        measure: Measure::Alone(cost::measure),
     },
 ];
 
