@@ -46,26 +46,6 @@ pub fn format_duration(ns: u64) -> String {
     Lived(ns).to_string()
 }
 
-/// What happened, as the EVENT column says it.
-struct What(Change);
-
-impl fmt::Display for What {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Change::TcpState { old, new } => write!(f, "{} -> {}", tcp_state_name(old), tcp_state_name(new)),
-            Change::Accept => f.write_str("ACCEPT"),
-            Change::Owner { .. } => f.write_str("OWNER"),
-            Change::Reset { sent: true, .. } => f.write_str("RST sent"),
-            Change::Reset { sent: false, .. } => f.write_str("RST received"),
-            Change::UdpBind { implicit: true } => f.write_str("BIND (implicit)"),
-            Change::UdpBind { implicit: false } => f.write_str("BIND"),
-            Change::UdpConnect => f.write_str("CONNECT"),
-            Change::UdpClose => f.write_str("CLOSE"),
-            Change::Unknown(_) => f.write_str("?"),
-        }
-    }
-}
-
 /// A comm escaped for the terminal; borrowed (no allocation) when it is
 /// plain text, as nearly every one is.
 fn comm_text(b: &[u8]) -> Cow<'_, str> {
@@ -76,28 +56,135 @@ fn comm_text(b: &[u8]) -> Cow<'_, str> {
 }
 
 /// Append one text line for an event, with its newline, to `out`.
+///
+/// Written byte by byte rather than through `fmt`: this runs for every
+/// kernel event, and `fmt`'s padding and per-integer dispatch cost more than
+/// the rest of the text stream together (issue 14). The layout is the one
+/// `TEXT_HEADER` names; the tests below hold it.
 pub fn write_event(out: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128) {
     let width = match e.local {
         SocketAddr::V4(_) => V4_ADDR_WIDTH,
         SocketAddr::V6(_) => V6_ADDR_WIDTH,
     };
-    let time = TimeOfDay(e.ts_ns as i128 + clock_offset_ns);
-    // Writing into a Vec cannot fail.
-    let _ = match &e.owner {
-        Some(o) => write!(out, "{time} {:>7} {:<16} ", o.pid, comm_text(o.comm.as_bytes())),
-        None => write!(out, "{time} {:>7} {:<16} ", "-", "-"),
-    };
-    let _ = write!(out, "{:<5} {:<width$} {:<width$} {}", e.proto.key(), e.local, e.remote, What(e.change));
+    time_of_day(out, e.ts_ns as i128 + clock_offset_ns);
+    out.push(b' ');
+    match &e.owner {
+        Some(o) => {
+            let mut n = itoa::Buffer::new();
+            pad_left(out, n.format(o.pid).as_bytes(), 7);
+            out.push(b' ');
+            let comm = comm_text(o.comm.as_bytes());
+            out.extend_from_slice(comm.as_bytes());
+            pad(out, 16usize.saturating_sub(comm.chars().count()));
+        }
+        None => out.extend_from_slice(b"      - -               "),
+    }
+    out.push(b' ');
+    push_padded(out, e.proto.key().as_bytes(), 5);
+    out.push(b' ');
+    socket_addr(out, &e.local, width);
+    out.push(b' ');
+    socket_addr(out, &e.remote, width);
+    out.push(b' ');
+    what(out, e.change);
     if let Some(l) = e.lifetime {
         if let Some(d) = l.duration_ns {
+            // Writing into a Vec cannot fail.
             let _ = write!(out, "  lived {}", Lived(d));
         }
-        let _ = write!(out, "  sent {} B  received {} B", l.bytes_sent, l.bytes_received);
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"  sent ");
+        out.extend_from_slice(n.format(l.bytes_sent).as_bytes());
+        out.extend_from_slice(b" B  received ");
+        out.extend_from_slice(n.format(l.bytes_received).as_bytes());
+        out.extend_from_slice(b" B");
         if l.error != 0 {
-            let _ = write!(out, "  {}", crate::model::errno_name(l.error));
+            out.extend_from_slice(b"  ");
+            out.extend_from_slice(crate::model::errno_name(l.error).as_bytes());
         }
     }
     out.push(b'\n');
+}
+
+fn pad(out: &mut Vec<u8>, n: usize) {
+    out.resize(out.len() + n, b' ');
+}
+
+/// `s` then spaces up to `width` (`{:<width$}` for ASCII).
+fn push_padded(out: &mut Vec<u8>, s: &[u8], width: usize) {
+    out.extend_from_slice(s);
+    pad(out, width.saturating_sub(s.len()));
+}
+
+/// Spaces then `s`, right-aligned in `width` (`{:>width$}`).
+fn pad_left(out: &mut Vec<u8>, s: &[u8], width: usize) {
+    pad(out, width.saturating_sub(s.len()));
+    out.extend_from_slice(s);
+}
+
+/// `HH:MM:SS.uuuuuu` (UTC), as `TimeOfDay` prints it.
+fn time_of_day(out: &mut Vec<u8>, unix_ns: i128) {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = unix_ns.rem_euclid(1_000_000_000) as u32 / 1000;
+    let sod = secs.rem_euclid(86_400) as u32;
+    let two = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+    two(out, sod / 3600);
+    out.push(b':');
+    two(out, (sod / 60) % 60);
+    out.push(b':');
+    two(out, sod % 60);
+    out.push(b'.');
+    let mut d = [0u8; 6];
+    let mut m = micros;
+    for i in (0..6).rev() {
+        d[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out.extend_from_slice(&d);
+}
+
+/// An address as `SocketAddr`'s Display writes it, padded to `width`.
+fn socket_addr(out: &mut Vec<u8>, a: &SocketAddr, width: usize) {
+    let start = out.len();
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, o) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(n.format(*o).as_bytes());
+            }
+            out.push(b':');
+            out.extend_from_slice(n.format(v4.port()).as_bytes());
+        }
+        // IPv6's zero-run compression is std's to get right.
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+    pad(out, width.saturating_sub(out.len() - start));
+}
+
+/// What happened, as the EVENT column says it.
+fn what(out: &mut Vec<u8>, c: Change) {
+    let s: &str = match c {
+        Change::TcpState { old, new } => {
+            out.extend_from_slice(tcp_state_name(old).as_bytes());
+            out.extend_from_slice(b" -> ");
+            tcp_state_name(new)
+        }
+        Change::Accept => "ACCEPT",
+        Change::Owner { .. } => "OWNER",
+        Change::Reset { sent: true, .. } => "RST sent",
+        Change::Reset { sent: false, .. } => "RST received",
+        Change::UdpBind { implicit: true } => "BIND (implicit)",
+        Change::UdpBind { implicit: false } => "BIND",
+        Change::UdpConnect => "CONNECT",
+        Change::UdpClose => "CLOSE",
+        Change::Unknown(_) => "?",
+    };
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Append the line for events the kernel could not deliver.
@@ -191,6 +278,68 @@ mod tests {
         let ev = |s: &str| s.find("SYN_RECEIVED").unwrap();
         assert_eq!(ev(&a), ev(&b), "\n{a}\n{b}");
         assert!(a.contains("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535 [ffff"), "{a}");
+    }
+
+    /// The line as the `fmt` layout wrote it before the byte writer
+    /// replaced it: the two must agree on every kind of event.
+    fn fmt_line(e: &SockEvent) -> String {
+        use std::fmt::Write as _;
+        let width = if e.local.is_ipv4() { V4_ADDR_WIDTH } else { V6_ADDR_WIDTH };
+        let mut s = String::new();
+        let time = crate::timefmt::TimeOfDay(e.ts_ns as i128);
+        match &e.owner {
+            Some(o) => write!(s, "{time} {:>7} {:<16} ", o.pid, comm_text(o.comm.as_bytes())).unwrap(),
+            None => write!(s, "{time} {:>7} {:<16} ", "-", "-").unwrap(),
+        }
+        let mut ev = Vec::new();
+        what(&mut ev, e.change);
+        write!(s, "{:<5} {:<width$} {:<width$} {}", e.proto.key(), e.local, e.remote, String::from_utf8(ev).unwrap()).unwrap();
+        if let Some(l) = e.lifetime {
+            if let Some(d) = l.duration_ns {
+                write!(s, "  lived {}", Lived(d)).unwrap();
+            }
+            write!(s, "  sent {} B  received {} B", l.bytes_sent, l.bytes_received).unwrap();
+            if l.error != 0 {
+                write!(s, "  {}", crate::model::errno_name(l.error)).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn byte_writer_matches_the_fmt_layout() {
+        let mut n = 0;
+        for family in [AF_INET, AF_INET6] {
+            for k in [kind::TCP_STATE, kind::TCP_ACCEPT, kind::TCP_OWNER, kind::TCP_RESET, kind::UDP_BIND, kind::UDP_CONNECT, kind::UDP_CLOSE, 99] {
+                for (i, (tgid, comm)) in [(0u32, &b""[..]), (1, b"a"), (4_194_304, b"sixteen-char-com"), (77, "caf\u{e9}-\u{1f600}".as_bytes()), (5, b"\x1b[1m\xff")].into_iter().enumerate() {
+                    let mut e = widest(family);
+                    e.kind = k;
+                    e.flags = if tgid == 0 { 0 } else { flags::OWNER_CURRENT };
+                    e.flags |= if i % 2 == 0 { flags::HAS_LIFETIME | flags::RESET_SENT } else { flags::IMPLICIT_BIND };
+                    e.tgid = tgid;
+                    e.comm = [0; 16];
+                    e.comm[..comm.len()].copy_from_slice(comm);
+                    e.saddr = [0; 16];
+                    e.saddr[..4].copy_from_slice(&[10, 0, i as u8 * 60, 255]);
+                    e.saddr[15] = i as u8;
+                    e.sport = [0, 1, 80, 9999, 65535][i];
+                    e.dport = [65535, 22, 0, 443, 7][i];
+                    e.old_state = i as u32;
+                    e.new_state = 12 - i as u32;
+                    e.ts_ns = [0, 59_999_999, 3_600_000_000_123, 86_399_999_999_999, 123_456_789_012_345][i];
+                    e.duration_ns = [0, 999, 1_000_000, 2_500_000_000, 7][i];
+                    e.bytes_acked = [0, 1, 1 << 40, 17, u64::MAX][i];
+                    e.bytes_received = i as u64 * 1000;
+                    e.sk_err = [0, 104, 0, 110, 111][i];
+                    let s = SockEvent::decode(&e);
+                    let mut out = Vec::new();
+                    write_event(&mut out, &s, 0);
+                    assert_eq!(String::from_utf8(out).unwrap(), fmt_line(&s) + "\n");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 80);
     }
 
     #[test]
