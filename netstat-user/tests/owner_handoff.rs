@@ -171,7 +171,8 @@ fn check(pattern: &str, seen: &Seen, direct: bool) -> Vec<Value> {
     if seen.owners_after.len() > seen.owners_before + 20 {
         problems.push(format!("OWNERS grew from {} to {} entries", seen.owners_before, seen.owners_after.len()));
     }
-    assert!(problems.is_empty(), "{pattern}: {} problems:\n  {}", problems.len(), problems.join("\n  "));
+    let lost: Vec<&Value> = seen.events.iter().filter(|e| e["type"] == "lost").collect();
+    assert!(problems.is_empty(), "{pattern}: {} problems (the stream's lost lines: {lost:?}):\n  {}", problems.len(), problems.join("\n  "));
     eprintln!("{pattern}: {} connections checked; OWNERS {} entries before, {} after", conns.len(), seen.owners_before, seen.owners_after.len());
     conns
 }
