@@ -51,12 +51,14 @@ pub fn reset_tag(sent: bool) -> u64 {
     0x100 | sent as u64
 }
 
-/// The main program handled this firing of socket `sk` (cookie `cookie`).
+/// The main program handled this firing of socket `sk` (cookie `cookie`)
+/// at `t`: the time it read for the event (one clock read per firing), or
+/// `now()`. Any time read during the firing orders the marks rightly: a
+/// firing nested in this one reads its time later, and marks later.
 #[inline(always)]
-pub fn mark(sk: u64, cookie: u64, tag: u64) {
+pub fn mark(sk: u64, cookie: u64, tag: u64, t: u64) {
     let Some(h) = HANDLED.get_ptr_mut(0) else { return };
     let h = unsafe { &mut *h };
-    let t = now();
     // A free or stale slot, else the newest (a leftover, see above).
     let mut pick = 0;
     let mut newest = 0;

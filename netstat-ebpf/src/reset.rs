@@ -46,7 +46,7 @@ pub fn tcp_receive_reset_nested(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn handled(sk: u64, sent: bool) {
     on_reset(sk, sent);
-    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::reset_tag(sent));
+    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::reset_tag(sent), now());
 }
 
 #[inline(always)]

@@ -15,6 +15,10 @@ pub struct Slot {
     pub listener: Listener,
     /// The head of a socket, read at once (sock.rs).
     pub head: [u8; crate::sock::HEAD_BUF],
+    /// The fields of a task the owner capture reads, at once (emit.rs).
+    pub task: [u8; crate::emit::TASK_BUF],
+    /// The transition being handled (state.rs).
+    pub transition: crate::state::Transition,
 }
 
 #[repr(C)]
@@ -57,6 +61,18 @@ impl Frame {
     #[allow(clippy::mut_from_ref)]
     pub fn head(&self) -> &mut [u8; crate::sock::HEAD_BUF] {
         unsafe { &mut (*self.slot).head }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn transition(&self) -> &mut crate::state::Transition {
+        unsafe { &mut (*self.slot).transition }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn task(&self) -> &mut [u8; crate::emit::TASK_BUF] {
+        unsafe { &mut (*self.slot).task }
     }
 
     #[inline(always)]

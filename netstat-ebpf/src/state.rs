@@ -38,8 +38,8 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<i32>(1) as u32, ctx.arg::<i32>(2) as u32);
     let cookie = assign_cookie(sk);
-    let _ = traced_transition(sk, old, new, Some(cookie));
-    rescue::mark(sk, cookie, rescue::transition_tag(new));
+    let t = traced_transition(sk, old, new, Some(cookie)).unwrap_or_else(|_| now());
+    rescue::mark(sk, cookie, rescue::transition_tag(new), t);
     0
 }
 
@@ -66,8 +66,8 @@ pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let (old, new) = (ctx.arg::<u64>(1) as i32 as u32, ctx.arg::<u64>(2) as i32 as u32);
-    let _ = traced_transition(sk, old, new, None);
-    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::transition_tag(new));
+    let t = traced_transition(sk, old, new, None).unwrap_or_else(|_| now());
+    rescue::mark(sk, stored_cookie(sk, &offsets()), rescue::transition_tag(new), t);
     0
 }
 
@@ -107,23 +107,24 @@ fn acting_on(sk: u64, old: u32, new: u32, o: &KernelOffsets) -> bool {
 }
 
 /// One firing of the tracepoint: socket `sk` went from `old` to `new`;
-/// `cookie` where the program asked for it, else the one stored.
+/// `cookie` where the program asked for it, else the one stored. The time
+/// of the event, when it was a TCP socket's.
 #[inline(always)]
-pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: Option<u64>) -> Result<(), i64> {
+pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: Option<u64>) -> Result<u64, i64> {
     let o = offsets();
     let s = read_state_sock(sk, &o)?;
     if s.tuple.protocol != IPPROTO_TCP {
-        return Ok(());
+        return Err(0);
     }
-    on_transition(sk, cookie.unwrap_or(s.cookie), old, new, &s, &o);
-    Ok(())
+    Ok(on_transition(sk, cookie.unwrap_or(s.cookie), old, new, &s, &o))
 }
 
 /// Everything a TCP transition does once its socket, states and tuple are
 /// known; shared with the fentry and kprobe forms (fentry.rs, kprobe.rs,
 /// kfunc.rs), so the events are the same whichever hook saw the transition.
+/// Returns the event's time.
 #[inline(always)]
-pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &KernelOffsets) {
+pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &KernelOffsets) -> u64 {
     let t = now();
     let tuple = s.tuple;
     let netns = s.netns(o);
@@ -135,11 +136,15 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &Ker
             flush_pending(sk, unsafe { &mut *p }, cookie, &tuple, netns);
         }
     }
-    let tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32, dport: tuple.dport as u32 };
-    let Some(frame) = Frame::enter() else { return };
+    let Some(frame) = Frame::enter() else { return t };
+    // In the frame, not on the BPF stack: this program's deepest chain of
+    // calls (here, resolve_owner, fill_task) must stay within 512 bytes.
+    let tr = frame.transition();
+    *tr = Transition { sk, cookie, t, netns, old, new, sport: tuple.sport as u32, dport: tuple.dport as u32 };
+    let tr = &*tr;
     let owner = frame.owner();
     *owner = NO_OWNER;
-    let src = resolve_owner(&tr, entry.map(|p| unsafe { &*p }), owner);
+    let src = resolve_owner(tr, entry.map(|p| unsafe { &*p }), owner);
     // A listener starting: its owner names the port's children.
     if old == CLOSE && new == LISTEN && src == flags::OWNER_CURRENT {
         listen_started(netns, tuple.sport, owner, frame.listener());
@@ -151,14 +156,15 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &Ker
         if let Some(p) = OWNERS.get_ptr_mut(&sk) {
             if SYN_RECV_DUE.insert(&sk, &0, 0).is_ok() {
                 unsafe { (*p).flags |= PENDING_SYN_RECV };
-                return;
+                return t;
             }
             // Full: reported now, without its remote end.
             count_lost(lost::PENDING_FULL);
         }
     }
 
-    report(&tr, &tuple, owner, src);
+    report(tr, &tuple, owner, src);
+    t
 }
 
 /// The event of a transition whose owner is known, and what a CLOSE ends.
@@ -328,7 +334,7 @@ fn is_own(e: &Owner, cookie: u64) -> bool {
 /// What `resolve_owner` needs of a transition, passed by reference (a
 /// BPF-to-BPF call takes five arguments at most).
 #[repr(C)]
-struct Transition {
+pub(crate) struct Transition {
     sk: u64,
     cookie: u64,
     t: u64,

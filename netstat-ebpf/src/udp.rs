@@ -16,7 +16,7 @@ use netstat_common::{AF_INET, AF_INET6, IPPROTO_UDP, PendingUdp, flags, kind, lo
 
 use crate::{
     PENDING_UDP, UDP_UNBOUND,
-    emit::{Body, count_lost, current_owner, emit, fill_current, now},
+    emit::{Body, count_lost, emit, fill_current, now},
     scratch::Frame,
     sock::{Tuple, net_of, offsets, read_tuple},
 };
@@ -79,7 +79,7 @@ fn post_bind(ctx: &SockContext, family: u16) {
 pub fn on_explicit_bind(sk: u64, cookie: u64, tuple: Tuple) {
     let t = now();
     let _ = UDP_UNBOUND.remove(&sk);
-    emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, cookie, tuple, t));
+    emit_current(&body(kind::UDP_BIND, flags::OWNER_CURRENT, sk, cookie, tuple, t), t);
 }
 
 #[cgroup_sock(sock_create)]
@@ -107,7 +107,7 @@ pub fn udp_sock_release(ctx: SockContext) -> i32 {
             if tuple.sport != 0 {
                 let t = now();
                 let cookie = cookie_of(&ctx);
-                emit(&current_owner(t), &body(kind::UDP_CLOSE, flags::OWNER_CURRENT, sk, cookie, tuple, t));
+                emit_current(&body(kind::UDP_CLOSE, flags::OWNER_CURRENT, sk, cookie, tuple, t), t);
             }
         }
     }
@@ -174,7 +174,7 @@ fn implicit_bind_on_send(ctx: &SockAddrContext) {
         tuple.daddr = [0; 16];
         let t = now();
         let cookie = cookie_of(ctx);
-        emit(&current_owner(t), &body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, sk, cookie, tuple, t));
+        emit_current(&body(kind::UDP_BIND, flags::OWNER_CURRENT | flags::IMPLICIT_BIND, sk, cookie, tuple, t), t);
     }
 }
 
@@ -246,4 +246,17 @@ pub fn complete_connect(p: &PendingUdp, ret: i64) -> Result<(), i64> {
         emit(owner, &body(kind::UDP_CONNECT, flags::OWNER_CURRENT, p.sock, p.cookie, tuple, t));
     }
     Ok(())
+}
+
+/// Emit `b` in the name of the task on the CPU, its owner built in the
+/// per-CPU frame rather than on the BPF stack (an `Owner` is 120 bytes of
+/// the 512 a program's deepest chain of calls may use).
+#[inline(always)]
+fn emit_current(b: &Body, t: u64) {
+    // Runs nest at most two deep here (a softirq's program over ours):
+    // the frame is always there.
+    let Some(frame) = Frame::enter() else { return };
+    let owner = frame.owner();
+    fill_current(owner, t, None);
+    emit(owner, b);
 }
