@@ -42,12 +42,31 @@ pub fn rfc3339_nanos(unix_ns: i128) -> String {
 #[derive(Clone, Copy)]
 pub struct TimeOfDay(pub i128);
 
-impl std::fmt::Display for TimeOfDay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl TimeOfDay {
+    /// The text as bytes, written digit by digit: the `--stream` text
+    /// layout puts this on every line.
+    pub fn bytes(self) -> [u8; 15] {
         let secs = self.0.div_euclid(1_000_000_000) as i64;
         let micros = self.0.rem_euclid(1_000_000_000) as u32 / 1000;
-        let sod = secs.rem_euclid(86_400);
-        write!(f, "{:02}:{:02}:{:02}.{micros:06}", sod / 3600, (sod / 60) % 60, sod % 60)
+        let sod = secs.rem_euclid(86_400) as u32;
+        let mut b = *b"00:00:00.000000";
+        for (at, v) in [(0, sod / 3600), (3, (sod / 60) % 60), (6, sod % 60)] {
+            b[at] = b'0' + (v / 10) as u8;
+            b[at + 1] = b'0' + (v % 10) as u8;
+        }
+        let mut m = micros;
+        for d in b[9..].iter_mut().rev() {
+            *d = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        b
+    }
+}
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // ASCII digits and separators only.
+        f.write_str(std::str::from_utf8(&self.bytes()).unwrap_or_default())
     }
 }
 

@@ -146,14 +146,7 @@ fn num(buf: &mut Vec<u8>, n: impl itoa::Integer) {
 fn ip_str(buf: &mut Vec<u8>, ip: IpAddr) {
     buf.push(b'"');
     match ip {
-        IpAddr::V4(a) => {
-            for (i, o) in a.octets().iter().enumerate() {
-                if i > 0 {
-                    buf.push(b'.');
-                }
-                num(buf, *o);
-            }
-        }
+        IpAddr::V4(a) => super::push_ipv4(buf, a),
         IpAddr::V6(a) => {
             use std::io::Write;
             let _ = write!(buf, "{a}");

@@ -11,6 +11,18 @@ pub mod probe;
 pub mod stream;
 pub mod version;
 
+/// An IPv4 address as its Display writes it (`127.0.0.1`), without `fmt`:
+/// the stream and JSON printers write one or two per event.
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, a: std::net::Ipv4Addr) {
+    let mut n = itoa::Buffer::new();
+    for (i, o) in a.octets().iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(n.format(*o).as_bytes());
+    }
+}
+
 /// A left-aligned cell of `width`, or the text and one space when it is
 /// wider, so columns never run together.
 pub(crate) fn cell(out: &mut String, s: &str, width: usize) {

@@ -66,7 +66,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &SockEvent, clock_offset_ns: i128) {
         SocketAddr::V4(_) => V4_ADDR_WIDTH,
         SocketAddr::V6(_) => V6_ADDR_WIDTH,
     };
-    time_of_day(out, e.ts_ns as i128 + clock_offset_ns);
+    out.extend_from_slice(&TimeOfDay(e.ts_ns as i128 + clock_offset_ns).bytes());
     out.push(b' ');
     match &e.owner {
         Some(o) => {
@@ -122,41 +122,14 @@ fn pad_left(out: &mut Vec<u8>, s: &[u8], width: usize) {
     out.extend_from_slice(s);
 }
 
-/// `HH:MM:SS.uuuuuu` (UTC), as `TimeOfDay` prints it.
-fn time_of_day(out: &mut Vec<u8>, unix_ns: i128) {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let micros = unix_ns.rem_euclid(1_000_000_000) as u32 / 1000;
-    let sod = secs.rem_euclid(86_400) as u32;
-    let two = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
-    two(out, sod / 3600);
-    out.push(b':');
-    two(out, (sod / 60) % 60);
-    out.push(b':');
-    two(out, sod % 60);
-    out.push(b'.');
-    let mut d = [0u8; 6];
-    let mut m = micros;
-    for i in (0..6).rev() {
-        d[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
-    out.extend_from_slice(&d);
-}
-
 /// An address as `SocketAddr`'s Display writes it, padded to `width`.
 fn socket_addr(out: &mut Vec<u8>, a: &SocketAddr, width: usize) {
     let start = out.len();
     match a {
         SocketAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, o) in v4.ip().octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(n.format(*o).as_bytes());
-            }
+            super::push_ipv4(out, *v4.ip());
             out.push(b':');
-            out.extend_from_slice(n.format(v4.port()).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
         }
         // IPv6's zero-run compression is std's to get right.
         SocketAddr::V6(_) => {

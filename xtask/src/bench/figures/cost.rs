@@ -140,18 +140,39 @@ fn map_memlock(pid: u32) -> u64 {
     total
 }
 
-/// Displays a live table has begun writing past byte `from` of its
-/// output: a JSON document per line, or an `Active Connections` heading per
-/// text display.
-fn displays_since(path: &PathBuf, from: u64) -> usize {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut tail = Vec::new();
-    if let Ok(mut f) = fs::File::open(path)
-        && f.seek(SeekFrom::Start(from)).is_ok()
-    {
-        let _ = f.read_to_end(&mut tail);
+/// Counts the displays a live table writes past a byte offset of its
+/// output (a JSON document per line, or an `Active Connections` heading per
+/// text display), reading each new byte once however often it is polled.
+struct DisplayCounter {
+    path: PathBuf,
+    /// Where the next whole line starts.
+    pos: u64,
+    seen: usize,
+}
+
+impl DisplayCounter {
+    fn new(path: &std::path::Path, from: u64) -> DisplayCounter {
+        DisplayCounter { path: path.to_path_buf(), pos: from, seen: 0 }
     }
-    tail.split(|&b| b == b'\n').filter(|l| l.starts_with(b"{") || l.starts_with(b"Active Connections")).count()
+
+    /// Displays begun past the offset so far.
+    fn poll(&mut self) -> usize {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut new = Vec::new();
+        if let Ok(mut f) = fs::File::open(&self.path)
+            && f.seek(SeekFrom::Start(self.pos)).is_ok()
+        {
+            let _ = f.read_to_end(&mut new);
+        }
+        // Whole lines only: a line still being written is read next time.
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else { return self.seen };
+        self.seen += new[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"{") || l.starts_with(b"Active Connections"))
+            .count();
+        self.pos += end as u64 + 1;
+        self.seen
+    }
 }
 
 /// What a live table's output says: (events lost, the highest count any
@@ -231,7 +252,8 @@ fn run_one(bins: &Bins, v: &Variant, seconds: u64, rate: u64) -> Result<Sample> 
     // takes longer than the interval). The CPU above stays what it was.
     if matches!(kind, TracerKind::Live { .. }) {
         let deadline = Instant::now() + Duration::from_secs(90);
-        while displays_since(&out_path, written_at_end) < 3 && Instant::now() < deadline {
+        let mut displays = DisplayCounter::new(&out_path, written_at_end);
+        while displays.poll() < 3 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -401,6 +423,23 @@ pub fn measure(opts: &Opts, bins: &Bins, section: &mut Section) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn displays_are_counted_past_the_offset_from_whole_lines_once() {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join(format!("cost-displays-{}", std::process::id()));
+        let mut f = fs::File::create(&path).unwrap();
+        f.write_all(b"\nActive Connections\n  TCP ...\n").unwrap();
+        let mut c = DisplayCounter::new(&path, fs::metadata(&path).unwrap().len());
+        assert_eq!(c.poll(), 0);
+        // A heading still being written is not counted until its line ends.
+        f.write_all(b"\nActive Conn").unwrap();
+        assert_eq!(c.poll(), 0);
+        f.write_all(b"ections\n  TCP ...\n{\"schema\":1}\n").unwrap();
+        assert_eq!(c.poll(), 2);
+        assert_eq!(c.poll(), 2);
+        let _ = fs::remove_file(&path);
+    }
 
     #[test]
     fn live_output_is_read_for_losses_and_closed_rows() {
