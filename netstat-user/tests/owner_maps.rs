@@ -471,3 +471,73 @@ fn a_thread_acts_as_its_process() {
         for_tuple(&events, &local, &format!("127.0.0.1:{port}"))
     );
 }
+
+// ---- 5. an accept() that was waiting while another tracer came and went ---
+
+/// The system call a process is blocked in (/proc/PID/syscall's first
+/// field), None while it runs or cannot be read.
+fn blocked_in(pid: i32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    s.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// A server waits in accept() (the normal state of a blocking server) while
+/// another BPF tracer of the same functions starts and stops. An fexit
+/// program on inet_csk_accept misses exactly that accept: the kernel
+/// replaces the function's trampoline on every attach and detach, and a
+/// task sleeping inside the function returns through the old one, patched
+/// to skip its fexit programs. The accept must still be reported, with the
+/// acceptor as its owner.
+#[test]
+fn accept_waiting_while_another_tracer_attaches_is_reported() {
+    let stream = Stream::start(&[]);
+    let acceptor_name = name("accwait");
+    let (r, w) = pipe();
+    let acceptor = Reap(fork_named(&acceptor_name, w, || {
+        let (l, port) = listen_loopback(16);
+        write_u32(w, port as u32);
+        if l < 0 {
+            return 1;
+        }
+        let c = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+        write_u32(w, 1);
+        // Hold it until the client closes, 20 s at most.
+        unsafe {
+            let tv = libc::timeval { tv_sec: 20, tv_usec: 0 };
+            libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), size_of::<libc::timeval>() as _);
+            let mut b = 0u8;
+            libc::recv(c, (&mut b as *mut u8).cast(), 1, 0);
+            libc::close(c);
+        }
+        if c >= 0 { 0 } else { 1 }
+    }));
+    unsafe { libc::close(w) };
+    let port = read_u32(r, "port") as u16;
+    assert_ne!(port, 0, "{acceptor_name} could not listen");
+    let pid = acceptor.0;
+    // Asleep in accept() (x86_64: 43) before the other tracer comes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while blocked_in(pid) != Some(libc::SYS_accept) {
+        assert!(Instant::now() < deadline, "{acceptor_name} ({pid}) never blocked in accept(): {:?}", blocked_in(pid));
+        sleep_ms(20);
+    }
+    let other = Stream::start(&[]);
+    let _ = other.stop();
+    assert_eq!(blocked_in(pid), Some(libc::SYS_accept), "{acceptor_name} left accept() before the client came");
+
+    let local = format!("127.0.0.1:{port}");
+    let client = TcpStream::connect(&local).expect("connect");
+    let remote = client.local_addr().unwrap().to_string();
+    assert_eq!(read_u32(r, "accepted"), 1);
+    let accepted = |ev: &[Value]| for_tuple(ev, &local, &remote).iter().any(|e| e["type"] == "tcp_accept");
+    stream.wait_for(Duration::from_secs(5), accepted);
+    drop(client);
+    let events = stream.stop();
+    let server = for_tuple(&events, &local, &remote);
+    let accept = server
+        .iter()
+        .find(|e| e["type"] == "tcp_accept")
+        .unwrap_or_else(|| panic!("no tcp_accept for {local} <- {remote} (accepted by {acceptor_name}, {pid})\n{}", closest(&events, &local)));
+    assert_eq!(accept["pid"], pid, "tcp_accept: {accept}");
+    assert_eq!(accept["comm"], acceptor_name.as_str(), "tcp_accept: {accept}");
+}

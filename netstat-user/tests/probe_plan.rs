@@ -44,11 +44,7 @@ const EXPECTED: &[(&[&str], &str, Plan)] = &[
     (
         &["6.1", "6.12"],
         "auto",
-        Plan::Hooks(&[
-            ("tcp_state", &[TCP_STATE_TRACEPOINT]),
-            ("tcp_accept", &[m("fexit", "inet_csk_accept")]),
-            ("udp_bind", CGROUP_BIND),
-        ]),
+        Plan::Hooks(&[("tcp_state", &[TCP_STATE_TRACEPOINT]), ("tcp_accept", SYSCALL_ACCEPT), ("udp_bind", CGROUP_BIND)]),
     ),
     (
         &["6.1", "6.12"],

@@ -33,7 +33,6 @@ pub(super) fn forms(h: &Hook, backend: Backend) -> Vec<Form> {
         Backend::Fentry if has(Form::Fentry) => &[Form::Fentry],
         Backend::Kprobe if has(Form::Kprobe) => &[Form::Kprobe],
         Backend::Fentry | Backend::Kprobe => &[Form::Classic, Form::Fallback],
-        Backend::Auto if h.prefer_probes => &[Form::Fentry, Form::Kprobe, Form::Classic, Form::Fallback],
         Backend::Auto => &[Form::Classic, Form::Fallback, Form::Fentry, Form::Kprobe],
     };
     order.iter().copied().filter(|f| has(*f)).collect()

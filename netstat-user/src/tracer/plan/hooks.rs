@@ -27,9 +27,6 @@ pub(super) struct Hook {
     pub(super) fentry: &'static [Probe],
     pub(super) kprobe: &'static [Probe],
     pub(super) probe_needs: &'static [Need],
-    /// Under `--backend auto`, try fentry, then kprobe, before the
-    /// tracepoint/cgroup form (otherwise after it).
-    pub(super) prefer_probes: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -108,7 +105,6 @@ pub(super) const HOOKS: &[Hook] = &[
             ("inet_sock_set_state_kprobe_rescue", RESCUE, "inet_sock_set_state"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::SK_STATE)],
-        prefer_probes: false,
     },
     Hook {
         name: "tcp_accept",
@@ -120,11 +116,18 @@ pub(super) const HOOKS: &[Hook] = &[
         ],
         cgroup: &[],
         fallback: &[],
-        // The accepted socket comes straight back: no fd walk, no syscall filter.
+        // The accepted socket comes straight back (no fd walk, no syscall
+        // filter), but auto, which tries every hook's tracepoint/cgroup form
+        // first, takes them only where the syscall tracepoints fail:
+        // accept() sleeps inside inet_csk_accept, and a sleeping call
+        // returns without the fexit programs once anything attaches to or
+        // detaches from the function (the kernel replaces its trampoline
+        // and patches the old one to skip them), and without the
+        // kretprobe once its instances (10 on 2 CPUs) are held by other
+        // sleeping accepts.
         fentry: &[("fexit_inet_csk_accept", FEX, "inet_csk_accept")],
         kprobe: &[("kretprobe_inet_csk_accept", KRP, "inet_csk_accept")],
         probe_needs: &[Need::Offsets(offsets::SOCK)],
-        prefer_probes: true,
     },
     Hook {
         name: "udp_bind",
@@ -143,7 +146,6 @@ pub(super) const HOOKS: &[Hook] = &[
             ("kretprobe_inet_bind", KRP, "inet6_bind"),
         ],
         probe_needs: &[Need::Offsets(offsets::SOCK), Need::Offsets(offsets::FD_WALK)],
-        prefer_probes: false,
     },
     Hook {
         name: "udp_connect",
@@ -155,7 +157,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "udp_implicit_bind",
@@ -167,7 +168,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "udp_close",
@@ -179,7 +179,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "tcp_holder",
@@ -194,7 +193,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "tcp_reset",
@@ -214,7 +212,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "tcp_drain",
@@ -227,7 +224,6 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
     Hook {
         name: "io_uring",
@@ -241,6 +237,5 @@ pub(super) const HOOKS: &[Hook] = &[
         fentry: &[],
         kprobe: &[],
         probe_needs: &[],
-        prefer_probes: false,
     },
 ];
