@@ -394,7 +394,13 @@ pub mod lost {
     /// A UDP connect or send in flight could not be remembered
     /// (`PENDING_UDP` full), or an unbound UDP socket (`UDP_UNBOUND`).
     pub const PENDING_FULL: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A TCP transition or accept dropped because the kernel refused a read
+    /// of its socket (or the accepted fd no longer named a socket).
+    pub const READ_FAILED: u32 = 6;
+    /// An event dropped because program runs nested deeper on a CPU than
+    /// the per-CPU scratch has frames for (scratch.rs in netstat-ebpf).
+    pub const TOO_DEEP: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// `BPF_F_MMAPABLE`: user space maps the counters instead of looking
     /// them up (a lookup syscall blinds kprobe programs on its CPU).
     pub const MAP_FLAGS: u32 = 1 << 10;

@@ -30,7 +30,7 @@ fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if fd < 0 {
         return Ok(());
     }
-    let sk = sock_of_fd(fd, &o)?;
+    let sk = sock_of_fd(fd, &o).inspect_err(|_| count_lost(netstat_common::lost::READ_FAILED))?;
     on_accept(sk, &o)
 }
 
@@ -45,8 +45,11 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     // The state before the cookie: the state tracepoint gives a socket its
     // cookie before the kernel stores the state it moves to, so a socket
     // seen past SYN_RECV has its cookie.
-    let state: u8 = read(sk, o.sk_state)?;
-    let s = read_sock(sk, o)?;
+    let Ok(state) = read::<u8>(sk, o.sk_state) else {
+        count_lost(netstat_common::lost::READ_FAILED);
+        return Err(-1);
+    };
+    let s = read_sock(sk, o).inspect_err(|_| count_lost(netstat_common::lost::READ_FAILED))?;
     let tuple = s.tuple;
     if tuple.protocol != IPPROTO_TCP || current_is_kthread() {
         return Ok(());
@@ -54,7 +57,10 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let netns = s.netns(o);
     let cookie = s.cookie;
     let t = now();
-    let Some(frame) = Frame::enter() else { return Ok(()) };
+    let Some(frame) = Frame::enter() else {
+        count_lost(netstat_common::lost::TOO_DEEP);
+        return Ok(());
+    };
     let owner = frame.owner();
     let prev = crate::state::entry_of(sk, cookie);
     fill_current(owner, t, prev);

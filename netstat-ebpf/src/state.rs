@@ -112,7 +112,7 @@ fn acting_on(sk: u64, old: u32, new: u32, o: &KernelOffsets) -> bool {
 #[inline(always)]
 pub(crate) fn traced_transition(sk: u64, old: u32, new: u32, cookie: Option<u64>) -> Result<u64, i64> {
     let o = offsets();
-    let s = read_state_sock(sk, &o)?;
+    let s = read_state_sock(sk, &o).inspect_err(|_| count_lost(lost::READ_FAILED))?;
     if s.tuple.protocol != IPPROTO_TCP {
         return Err(0);
     }
@@ -136,7 +136,10 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &Ker
             flush_pending(sk, unsafe { &mut *p }, cookie, &tuple, netns);
         }
     }
-    let Some(frame) = Frame::enter() else { return t };
+    let Some(frame) = Frame::enter() else {
+        count_lost(lost::TOO_DEEP);
+        return t;
+    };
     // In the frame, not on the BPF stack: this program's deepest chain of
     // calls (here, resolve_owner, fill_task) must stay within 512 bytes.
     let tr = frame.transition();

@@ -276,6 +276,8 @@ impl Tracer {
             (lost::OWNERS_FULL, "owner_map_full"),
             (lost::LISTENERS_FULL, "listener_map_full"),
             (lost::PENDING_FULL, "pending_map_full"),
+            (lost::READ_FAILED, "read_failed"),
+            (lost::TOO_DEEP, "too_deep"),
         ] {
             let total = self.lost.get(idx);
             let seen = &mut self.lost_seen[idx as usize];
