@@ -21,7 +21,8 @@ struct Row {
     confirmed: u32,
     /// The last process that held the socket, kept when a snapshot finds
     /// it orphaned (the table then shows no owner): the closed row names it.
-    last_owner: Option<Owner>,
+    /// Boxed: rarely set, and a row is per socket (issue 14's memory).
+    last_owner: Option<Box<Owner>>,
     /// A snapshot found it held by no process: it keeps no owner.
     orphaned: bool,
     /// The owner was found in /proc after the kernel's one had let go of
@@ -130,7 +131,7 @@ impl Table {
             }
             None => {
                 if let Some(o) = r.conn.owner.take() {
-                    r.last_owner = Some(o);
+                    r.last_owner = Some(Box::new(o));
                 }
             }
         }
@@ -267,7 +268,7 @@ impl Table {
         conn.remote = e.remote;
         conn.state = final_state;
         if conn.owner.is_none() {
-            conn.owner = last_owner.or_else(|| e.owner.clone());
+            conn.owner = last_owner.map(|o| *o).or_else(|| e.owner.clone());
         }
         self.push_closed(id, ClosedConnection { conn, opened_ns, closed_ns: e.ts_ns, duration_ns: lived });
     }
@@ -309,7 +310,7 @@ impl Table {
                     // No process holds it any more (PID 0 in the table).
                     row.orphaned = true;
                     if let Some(o) = row.conn.owner.take() {
-                        row.last_owner = Some(o);
+                        row.last_owner = Some(Box::new(o));
                     }
                 } else if row.conn.owner.is_none() {
                     row.conn.owner = s.owner;

@@ -11,10 +11,9 @@ pub struct Report {
     pub sections: BTreeMap<u8, String>,
     /// One line per figure for the printed summary.
     pub summary: BTreeMap<u8, Vec<String>>,
-    /// Figures whose sections come from the page this one replaces.
+    /// Figures whose sections come from the page this one replaces (each
+    /// keeps the line that says when and on what it was measured).
     pub kept: Vec<u8>,
-    /// The Machine section of the page the kept figures were measured on.
-    pub kept_machine: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -30,21 +29,35 @@ impl Report {
     /// Take the sections of the figures `keep` picks (ones this run did not
     /// measure) from an earlier page, so a run of some figures leaves the
     /// others' results in place.
+    ///
+    /// A kept section says when and on what it was measured. Pages written
+    /// before sections carried that line get it here: from the page's own
+    /// Machine list, or, for the figures that page had itself kept, from
+    /// the earlier list it gave for them.
     pub fn keep_from(&mut self, page: &str, keep: impl Fn(u8) -> bool) {
-        let machine = page.split("\n## Machine\n").nth(1).and_then(|m| m.split("\n## ").next());
-        // After an earlier partial run, the list the kept figures go with is the earlier one.
-        let machine = machine.map(|m| match m.rsplit_once(EARLIER) {
-            Some((_, earlier)) => earlier.split_once(":\n").map_or(earlier, |(_, list)| list).trim().to_string(),
-            None => m.trim().to_string(),
-        });
+        let machine = page.split("\n## Machine\n").nth(1).and_then(|m| m.split("\n## ").next()).unwrap_or("");
+        let (own, earlier) = match machine.split_once(EARLIER) {
+            Some((own, earlier)) => (own, Some(earlier)),
+            None => (machine, None),
+        };
+        // "... measured on (figures 1, 2, 3):\n\n- date: ..."
+        let (earlier_figures, earlier_list): (Vec<u8>, &str) = match earlier.and_then(|e| e.split_once(":\n")) {
+            Some((head, list)) => {
+                (head.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect(), list)
+            }
+            None => (Vec::new(), ""),
+        };
         for (n, body) in sections_of(page) {
             if keep(n) && !self.sections.contains_key(&n) && !body.starts_with("Not run (excluded") {
+                let body = if body.starts_with(STAMP) {
+                    body
+                } else {
+                    let list = if earlier_figures.contains(&n) { earlier_list } else { own };
+                    stamp(&machine_list(list)) + &body
+                };
                 self.sections.insert(n, body);
                 self.kept.push(n);
             }
-        }
-        if !self.kept.is_empty() {
-            self.kept_machine = machine;
         }
     }
 
@@ -70,8 +83,8 @@ impl Report {
             let kept: Vec<String> = self.kept.iter().map(u8::to_string).collect();
             let _ = writeln!(
                 s,
-                "> Figures {} are kept from an earlier run (its machine is listed below this run's); the time above \
-                 and the note on other work describe this run only.\n",
+                "> Figures {} are kept from earlier runs (each says when and on what it was measured); the time \
+                 above and the note on other work describe this run only.\n",
                 kept.join(", ")
             );
         }
@@ -88,14 +101,14 @@ impl Report {
         for (k, v) in &self.machine {
             let _ = writeln!(s, "- {k}: {v}");
         }
-        if let Some(m) = &self.kept_machine {
-            let kept: Vec<String> = self.kept.iter().map(u8::to_string).collect();
-            let _ = writeln!(s, "\n{EARLIER} (figures {}):\n\n{m}", kept.join(", "));
-        }
         for (number, title) in figures {
             let _ = writeln!(s, "\n## {number}. {title}\n");
             match self.sections.get(&number) {
-                Some(body) => s.push_str(body),
+                Some(body) if self.kept.contains(&number) => s.push_str(body),
+                Some(body) => {
+                    s.push_str(&stamp(&self.machine));
+                    s.push_str(body);
+                }
                 None => s.push_str("Not run (excluded with --only).\n"),
             }
         }
@@ -113,8 +126,26 @@ impl Report {
     }
 }
 
-/// Heads the Machine list of the run kept figures come from.
+/// Headed the Machine list of the run kept figures came from, on pages
+/// written before each section said when it was measured.
 const EARLIER: &str = "Figures kept from an earlier run were measured on";
+
+/// Starts the line that opens each section: when and on what it was measured.
+const STAMP: &str = "_Measured ";
+
+/// That line, from a Machine list.
+fn stamp(machine: &[(String, String)]) -> String {
+    let get = |k: &str| machine.iter().find(|(key, _)| key == k).map_or("unknown", |(_, v)| v.as_str());
+    format!("{STAMP}{}, kernel {}, netstat {}._\n\n", get("date"), get("kernel"), get("netstat"))
+}
+
+/// A Machine list (`- key: value` lines) read back.
+fn machine_list(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("- ")?.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 /// Figure number -> section body, from a page `markdown` wrote: the text
 /// between a `## N. title` heading and the next `## ` heading.
@@ -152,19 +183,36 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_run_keeps_the_other_figures_and_their_machine() {
-        let page = "# Benchmarks\n\n## Machine\n\n- cpu: old\n\n## 1. A\n\nold one\n\n## 2. B\n\nold two\n";
+    fn a_partial_run_keeps_the_other_figures_each_with_when_it_was_measured() {
+        let page = "# Benchmarks\n\n## Machine\n\n- date: d1\n- kernel: k1\n- netstat: g1\n\n## 1. A\n\nold one\n\n## 2. B\n\nold two\n";
         let mut r = Report::default();
         r.sections.insert(2, "new two\n".into());
         r.keep_from(page, |n| n != 2);
-        assert_eq!((r.kept.clone(), r.sections[&1].as_str(), r.sections[&2].as_str()), (vec![1], "old one\n", "new two\n"));
-        assert_eq!(r.kept_machine.as_deref(), Some("- cpu: old"));
-        // Its page, read back by the next partial run, still names the old machine.
-        r.machine = vec![("cpu".into(), "new".into())];
+        let old_one = "_Measured d1, kernel k1, netstat g1._\n\nold one\n";
+        assert_eq!((r.kept.clone(), r.sections[&1].as_str(), r.sections[&2].as_str()), (vec![1], old_one, "new two\n"));
+        // Its page, read back by the next partial run (of figure 1), still
+        // says figure 2 was measured by the second run, figure 1 by the first.
+        r.machine = vec![("date".into(), "d2".into()), ("kernel".into(), "k2".into()), ("netstat".into(), "g2".into())];
         let opts = Opts::parse(&["--only".into(), "2".into()]).unwrap().unwrap();
         let again = r.markdown(&opts, [(1, "A"), (2, "B")].into_iter());
+        assert!(again.contains("## 2. B\n\n_Measured d2, kernel k2, netstat g2._\n\nnew two\n"), "{again}");
         let mut next = Report::default();
-        next.keep_from(&again, |n| n != 2);
-        assert_eq!(next.kept_machine.as_deref(), Some("- cpu: old"));
+        next.keep_from(&again, |n| n != 1);
+        assert_eq!(next.sections[&2], "_Measured d2, kernel k2, netstat g2._\n\nnew two\n");
+        next.sections.insert(1, "newer one\n".into());
+        next.keep_from(&again, |n| n != 1);
+        assert_eq!(next.kept, vec![2]);
+    }
+
+    #[test]
+    fn an_older_page_gives_its_earlier_figures_the_earlier_machine() {
+        let page = "# Benchmarks\n\n## Machine\n\n- date: d2\n- kernel: k2\n- netstat: g2\n\n\
+                    Figures kept from an earlier run were measured on (figures 1, 3):\n\n- date: d1\n- kernel: k1\n- netstat: g1\n\n\
+                    ## 1. A\n\none\n\n## 2. B\n\ntwo\n\n## 3. C\n\nthree\n";
+        let mut r = Report::default();
+        r.keep_from(page, |_| true);
+        assert_eq!(r.sections[&1], "_Measured d1, kernel k1, netstat g1._\n\none\n");
+        assert_eq!(r.sections[&2], "_Measured d2, kernel k2, netstat g2._\n\ntwo\n");
+        assert_eq!(r.sections[&3], "_Measured d1, kernel k1, netstat g1._\n\nthree\n");
     }
 }
