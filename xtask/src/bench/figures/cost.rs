@@ -112,7 +112,7 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn status_kb(pid: u32, field: &str) -> u64 {
+pub(super) fn status_kb(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
