@@ -57,10 +57,7 @@ pub fn on_accept(sk: u64, o: &KernelOffsets) -> Result<(), i64> {
     let netns = s.netns(o);
     let cookie = s.cookie;
     let t = now();
-    let Some(frame) = Frame::enter() else {
-        count_lost(netstat_common::lost::TOO_DEEP);
-        return Ok(());
-    };
+    let Some(frame) = Frame::enter_or_count() else { return Ok(()) };
     let owner = frame.owner();
     let prev = crate::state::entry_of(sk, cookie);
     fill_current(owner, t, prev);

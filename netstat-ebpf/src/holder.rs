@@ -58,7 +58,7 @@ fn on_data(sk: u64) {
     let o = offsets();
     let cookie = stored_cookie(sk, &o);
     let t = now();
-    let Some(frame) = Frame::enter() else { return };
+    let Some(frame) = Frame::enter_or_count() else { return };
     let owner = frame.owner();
     fill_current(owner, t, entry.map(|p| unsafe { &*p }));
     match entry {

@@ -51,6 +51,17 @@ impl Frame {
         Some(Frame { scratch, slot })
     }
 
+    /// `enter`, for a run that cannot report its event without a frame:
+    /// when none is left, that event is counted lost (`lost::TOO_DEEP`).
+    #[inline(always)]
+    pub fn enter_or_count() -> Option<Frame> {
+        let frame = Frame::enter();
+        if frame.is_none() {
+            crate::emit::count_lost(netstat_common::lost::TOO_DEEP);
+        }
+        frame
+    }
+
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     pub fn owner(&self) -> &mut Owner {

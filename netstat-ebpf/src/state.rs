@@ -136,10 +136,7 @@ pub fn on_transition(sk: u64, cookie: u64, old: u32, new: u32, s: &Sock, o: &Ker
             flush_pending(sk, unsafe { &mut *p }, cookie, &tuple, netns);
         }
     }
-    let Some(frame) = Frame::enter() else {
-        count_lost(lost::TOO_DEEP);
-        return t;
-    };
+    let Some(frame) = Frame::enter_or_count() else { return t };
     // In the frame, not on the BPF stack: this program's deepest chain of
     // calls (here, resolve_owner, fill_task) must stay within 512 bytes.
     let tr = frame.transition();

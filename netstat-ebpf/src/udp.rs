@@ -232,10 +232,7 @@ pub fn complete_connect(p: &PendingUdp, ret: i64) -> Result<(), i64> {
     let t = now();
     // In the per-CPU scratch, not on the stack: the io_uring completion
     // hook calls this beside its own frame.
-    let Some(frame) = Frame::enter() else {
-        count_lost(netstat_common::lost::TOO_DEEP);
-        return Ok(());
-    };
+    let Some(frame) = Frame::enter_or_count() else { return Ok(()) };
     let owner = frame.owner();
     fill_current(owner, t, None);
     let owner = &*owner;
@@ -258,10 +255,7 @@ pub fn complete_connect(p: &PendingUdp, ret: i64) -> Result<(), i64> {
 fn emit_current(b: &Body, t: u64) {
     // Runs nest at most two deep here (a softirq's program over ours):
     // the frame is always there.
-    let Some(frame) = Frame::enter() else {
-        count_lost(netstat_common::lost::TOO_DEEP);
-        return;
-    };
+    let Some(frame) = Frame::enter_or_count() else { return };
     let owner = frame.owner();
     fill_current(owner, t, None);
     emit(owner, b);
